@@ -1,0 +1,1 @@
+int bulwark_asio_placeholder = 0;
