@@ -1,0 +1,111 @@
+// The stage protocol: how one policy takes part in a pipeline, without doing any I/O itself.
+//
+// A pipeline is a list of stages, outermost first (e.g. timeout -> retry -> circuit breaker ->
+// the call). For each call, every stage creates a StageRun: a small state machine that the
+// executors (the synchronous one in pipeline.h and the Asio one in bulwark/asio/pipeline.h)
+// drive through the same three steps:
+//
+//   enter(ctx, now)          -> proceed (maybe narrowing ctx.deadline), or finish with a result
+//   ... the inner stages and the call run ...
+//   leave(ctx, result, now)  -> finish with a (maybe changed) result, or run again after a delay
+//   abandon()                -> the inner run was cancelled or threw: release what enter() took
+//
+// Stages decide; executors act (wait, cancel, sleep). That is what lets one retry policy or
+// breaker serve both a blocking caller and a coroutine, and be tested on a ManualClock.
+//
+// Deadlines: stages only narrow ctx.deadline; the executor enforces the effective deadline
+// once, innermost, around the wrapped call. A timeout therefore reaches every stage's leave()
+// as an ordinary retryable failure (errc::timeout): the breaker records it, the retry stage may
+// retry it. The Asio executor cancels the call when the deadline passes; the synchronous
+// executor cannot pre-empt a blocking call, so it discards a result that arrives at or after
+// the deadline and reports errc::timeout instead (the callable can honour ctx.deadline and
+// ctx.stop cooperatively to return early).
+//
+// Thread-safety: a Stage is shared by concurrent calls and must be thread-safe; a StageRun is
+// used by one call at a time.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string_view>
+
+#include "bulwark/core/clock.h"
+#include "bulwark/core/deadline.h"
+#include "bulwark/core/error.h"
+
+namespace bulwark {
+
+// What the policies need to know about the result of one attempt, whatever its type.
+struct AttemptResult {
+  Outcome outcome = Outcome::success;
+  // Set when the attempt failed with an error (from the call or from a policy).
+  boost::system::error_code error;
+  // A server's hint (e.g. HTTP Retry-After) or a breaker's time until it may admit again.
+  std::optional<Duration> retry_after;
+  // True when the result was produced by the wrapped call; false when a policy produced it
+  // (circuit open, timeout, deadline exceeded) without the call's value.
+  bool from_call = true;
+  // Why a policy stopped the call even though the call produced this result (e.g. a retryable
+  // 503 that was not retried because the budget was exhausted). Empty otherwise.
+  boost::system::error_code policy_reason;
+
+  static AttemptResult from_policy(errc e, Outcome o, std::optional<Duration> retry_after = {}) {
+    AttemptResult r;
+    r.outcome = o;
+    r.error = make_error_code(e);
+    r.retry_after = retry_after;
+    r.from_call = false;
+    return r;
+  }
+};
+
+// Per-call context seen by stages and by the wrapped callable.
+struct CallContext {
+  Deadline deadline;           // the call must finish by then (narrowed by timeout stages)
+  uint32_t attempt = 1;        // 1-based attempt number, set by a retry stage
+  std::stop_token stop;        // cooperative cancellation requested by the caller
+};
+
+struct Step {
+  enum class Kind { proceed, finish, again };
+  Kind kind = Kind::proceed;
+  AttemptResult result;           // finish
+  Duration delay{};               // again: wait this long, then enter() again
+
+  static Step proceed() { return Step{}; }
+  static Step finish(AttemptResult r) {
+    Step s;
+    s.kind = Kind::finish;
+    s.result = std::move(r);
+    return s;
+  }
+  static Step again(Duration delay) {
+    Step s;
+    s.kind = Kind::again;
+    s.delay = delay;
+    return s;
+  }
+};
+
+class StageRun {
+ public:
+  virtual ~StageRun() = default;
+  virtual Step enter(CallContext& ctx, TimePoint now) = 0;
+  virtual Step leave(CallContext& ctx, AttemptResult result, TimePoint now) = 0;
+  virtual void abandon() noexcept {}
+};
+
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  virtual std::unique_ptr<StageRun> start() const = 0;
+  virtual std::string_view kind() const noexcept = 0;
+};
+
+// Result the executors synthesise when the deadline passes before the call ends.
+inline AttemptResult timeout_result() {
+  return AttemptResult::from_policy(errc::timeout, Outcome::retryable_failure);
+}
+
+}  // namespace bulwark

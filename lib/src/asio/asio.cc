@@ -1,1 +1,0 @@
-int bulwark_asio_placeholder = 0;

@@ -1,0 +1,350 @@
+#include "bulwark/pipeline/pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bulwark/testing/manual_clock.h"
+
+namespace bulwark {
+namespace {
+
+using namespace std::chrono_literals;
+using circuit::CircuitBreaker;
+using circuit::State;
+using testing::ManualClock;
+
+retry::RetryOptions no_jitter(uint32_t attempts, Duration base = 25ms, Duration max = 250ms) {
+  retry::RetryOptions o;
+  o.max_attempts = attempts;
+  o.backoff.base = base;
+  o.backoff.max = max;
+  o.backoff.jitter = retry::Jitter::none;
+  return o;
+}
+
+Result<int> fail(errc e = errc::call_failed) { return make_error_code(e); }
+
+TEST(Pipeline, EmptyPipelinePassesValuesAndErrorsThrough) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).build();
+  EXPECT_EQ(*p.execute([] { return 7; }), 7);
+  auto r = p.execute([] { return fail(errc::rejected); });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::rejected);
+  Result<void> v = p.execute([] {});
+  EXPECT_TRUE(v);
+  std::string s = *p.execute([](const CallContext& ctx) { return std::to_string(ctx.attempt); });
+  EXPECT_EQ(s, "1");
+}
+
+TEST(Pipeline, ExceptionBecomesCallFailedAndIsKept) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).build();
+  ExecutionInfo info;
+  auto r = p.execute([]() -> int { throw std::runtime_error("boom"); }, {.info = &info});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::call_failed);
+  ASSERT_TRUE(info.exception);
+  EXPECT_THROW(std::rethrow_exception(info.exception), std::runtime_error);
+  EXPECT_EQ(info.attempts, 1u);
+}
+
+TEST(Pipeline, RetriesUntilSuccessSleepingTheBackoffOnTheClock) {
+  ManualClock clock;
+  const TimePoint t0 = clock.now();
+  auto p = Pipeline::Builder(clock).retry(no_jitter(4)).build();
+  std::vector<TimePoint> starts;
+  ExecutionInfo info;
+  auto r = p.execute(
+      [&](const CallContext& ctx) -> Result<int> {
+        starts.push_back(clock.now());
+        EXPECT_EQ(ctx.attempt, starts.size());
+        if (starts.size() < 3) return fail();
+        return 42;
+      },
+      {.info = &info});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 42);
+  EXPECT_EQ(info.attempts, 3u);
+  EXPECT_FALSE(info.policy_reason);
+  // Exponential backoff without jitter: 25 ms, then 50 ms.
+  EXPECT_EQ(starts, (std::vector<TimePoint>{t0, t0 + 25ms, t0 + 75ms}));
+}
+
+TEST(Pipeline, ExhaustedRetriesReturnTheLastResultAndTheReason) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).retry(no_jitter(3)).build();
+  ExecutionInfo info;
+  int calls = 0;
+  auto r = p.execute([&] { return ++calls == 3 ? fail(errc::rejected) : fail(); }, {.info = &info});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::rejected);  // the last attempt's own error
+  EXPECT_EQ(info.policy_reason, errc::retries_exhausted);
+  EXPECT_EQ(info.attempts, 3u);
+  auto* stage = dynamic_cast<const RetryStage*>(p.stages()[0].get());
+  ASSERT_NE(stage, nullptr);
+  EXPECT_EQ(stage->stats().calls, 1u);
+  EXPECT_EQ(stage->stats().retries, 2u);
+  EXPECT_EQ(stage->stats().exhausted, 1u);
+}
+
+TEST(Pipeline, CallerErrorsAndFinalFailuresAreNotRetried) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).retry(no_jitter(5)).build();
+  for (Outcome o : {Outcome::caller_error, Outcome::final_failure}) {
+    int calls = 0;
+    auto r = p.execute_classified([&] { ++calls; return 404; },
+                                  [o](const Result<int>&) { return o; });
+    EXPECT_EQ(calls, 1) << to_string(o);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, 404);
+  }
+}
+
+TEST(Pipeline, ClassifierRetryAfterReplacesBackoff) {
+  ManualClock clock;
+  const TimePoint t0 = clock.now();
+  auto p = Pipeline::Builder(clock).retry(no_jitter(2)).build();
+  std::vector<TimePoint> starts;
+  auto r = p.execute_classified(
+      [&] {
+        starts.push_back(clock.now());
+        return starts.size() == 1 ? 503 : 200;
+      },
+      [](const Result<int>& r) {
+        if (*r == 503) return Classification{Outcome::retryable_failure, 2s};
+        return Classification{Outcome::success, std::nullopt};
+      });
+  EXPECT_EQ(*r, 200);
+  EXPECT_EQ(starts, (std::vector<TimePoint>{t0, t0 + 2s}));
+}
+
+TEST(Pipeline, TotalTimeoutDiscardsALateResult) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).timeout(1s).build();
+  auto r = p.execute([&] {
+    clock.advance(1500ms);  // the call takes longer than the timeout
+    return 1;
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::timeout);
+  auto* stage = dynamic_cast<const TimeoutStage*>(p.stages()[0].get());
+  EXPECT_EQ(stage->stats().timeouts, 1u);
+}
+
+TEST(Pipeline, PerTryTimeoutIsRetriedAndTheCallSeesItsDeadline) {
+  ManualClock clock;
+  auto opts = no_jitter(3, 10ms, 10ms);
+  opts.per_try_timeout = 500ms;
+  auto p = Pipeline::Builder(clock).timeout(5s).retry(opts).build();
+  std::vector<Duration> budgets;
+  ExecutionInfo info;
+  auto r = p.execute(
+      [&](const CallContext& ctx) {
+        budgets.push_back(ctx.deadline.remaining(clock.now()));
+        if (budgets.size() == 1) clock.advance(600ms);  // first try hangs past its 500 ms
+        return 9;
+      },
+      {.info = &info});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 9);
+  EXPECT_EQ(info.attempts, 2u);
+  EXPECT_EQ(budgets, (std::vector<Duration>{500ms, 500ms}));
+}
+
+TEST(Pipeline, PerTryTimeoutIsClampedByTheRemainingDeadline) {
+  ManualClock clock;
+  auto opts = no_jitter(3, 10ms, 10ms);
+  opts.per_try_timeout = 500ms;
+  auto p = Pipeline::Builder(clock).timeout(700ms).retry(opts).build();
+  std::vector<Duration> budgets;
+  auto r = p.execute([&](const CallContext& ctx) -> Result<int> {
+    budgets.push_back(ctx.deadline.remaining(clock.now()));
+    clock.advance(100ms);
+    return fail();
+  });
+  ASSERT_FALSE(r);
+  // 500 (per try), then 700-110=590 -> 500, then 700-220=480 left: clamped to the deadline.
+  EXPECT_EQ(budgets, (std::vector<Duration>{500ms, 500ms, 480ms}));
+}
+
+TEST(Pipeline, DeadlineShorterThanBackoffStopsWithoutSleeping) {
+  ManualClock clock;
+  const TimePoint t0 = clock.now();
+  auto p = Pipeline::Builder(clock).retry(no_jitter(5, 200ms, 1s)).build();
+  ExecutionInfo info;
+  auto r = p.execute([] { return fail(); },
+                     {.deadline = Deadline::after(t0, 100ms), .info = &info});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(info.attempts, 1u);
+  EXPECT_EQ(info.policy_reason, errc::deadline_exceeded);
+  EXPECT_EQ(clock.now(), t0);  // no useless 200 ms sleep
+}
+
+TEST(Pipeline, BudgetExhaustionStopsRetries) {
+  ManualClock clock;
+  retry::RetryBudget budget({.ratio = 0.0, .min_per_second = 0.2, .window = 10s});  // 2 retries
+  auto p = Pipeline::Builder(clock).retry(no_jitter(10, 1ms, 1ms), &budget).build();
+  ExecutionInfo info;
+  auto r = p.execute([] { return fail(); }, {.info = &info});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(info.attempts, 3u);
+  EXPECT_EQ(info.policy_reason, errc::budget_exhausted);
+  auto* stage = dynamic_cast<const RetryStage*>(p.stages()[0].get());
+  EXPECT_EQ(stage->stats().budget_exhausted, 1u);
+}
+
+circuit::BreakerOptions small_breaker() {
+  circuit::BreakerOptions o;
+  o.window_size = 4;
+  o.min_calls = 4;
+  o.failure_rate = 0.5;
+  o.open_duration = 10s;
+  o.half_open_probes = 1;
+  o.success_threshold = 1;
+  return o;
+}
+
+TEST(Pipeline, BreakerInsideRetrySeesEveryTryAndRejectsFastWhenOpen) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", small_breaker(), clock);
+  auto p = Pipeline::Builder(clock).retry(no_jitter(4, 1ms, 1ms)).circuit_breaker(breaker).build();
+  int calls = 0;
+  ExecutionInfo info;
+  auto r = p.execute([&] { ++calls; return fail(); }, {.info = &info});
+  // 4 failures trip the breaker on the 4th try... all 4 tries reached the call.
+  EXPECT_EQ(calls, 4);
+  EXPECT_EQ(breaker.state(), State::open);
+  // The next call is rejected without reaching the dependency, with a retry hint.
+  calls = 0;
+  ExecutionInfo info2;
+  r = p.execute([&] { ++calls; return 1; }, {.info = &info2});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::circuit_open);
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(info2.attempts, 0u);
+  EXPECT_EQ(breaker.stats().rejected, 1u);  // circuit_open is final: not retried
+}
+
+TEST(Pipeline, BreakerRecordsTimeoutsAsFailures) {
+  ManualClock clock;
+  auto bo = small_breaker();
+  bo.min_calls = 2;
+  bo.window_size = 2;
+  CircuitBreaker breaker("b", bo, clock);
+  auto opts = no_jitter(2, 1ms, 1ms);
+  opts.per_try_timeout = 100ms;
+  auto p = Pipeline::Builder(clock).retry(opts).circuit_breaker(breaker).build();
+  auto r = p.execute([&] {
+    clock.advance(200ms);
+    return 1;
+  });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::timeout);
+  EXPECT_EQ(breaker.stats().failures, 2u);
+  EXPECT_EQ(breaker.state(), State::open);
+}
+
+TEST(Pipeline, BreakerOutsideRetrySeesOneResultPerCall) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", small_breaker(), clock);
+  auto p = Pipeline::Builder(clock).circuit_breaker(breaker).retry(no_jitter(3, 1ms, 1ms)).build();
+  int calls = 0;
+  (void)p.execute([&] { ++calls; return fail(); });
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(breaker.stats().failures, 1u);
+  EXPECT_EQ(breaker.state(), State::closed);
+}
+
+TEST(Pipeline, HalfOpenProbeReleasedWhenTheCallThrowsThroughAStage) {
+  // An exception that escapes the stages (not the callable's own, which is caught) must not
+  // leak a half-open probe permit.
+  class Throwing final : public Stage {
+    class Run final : public StageRun {
+      Step enter(CallContext&, TimePoint) override { throw std::runtime_error("stage"); }
+      Step leave(CallContext&, AttemptResult r, TimePoint) override { return Step::finish(r); }
+    };
+   public:
+    std::unique_ptr<StageRun> start() const override { return std::make_unique<Run>(); }
+    std::string_view kind() const noexcept override { return "throwing"; }
+  };
+  ManualClock clock;
+  CircuitBreaker breaker("b", small_breaker(), clock);
+  for (int i = 0; i < 4; ++i) {
+    auto a = breaker.try_acquire(clock.now());
+    breaker.on_failure(a.permit, clock.now());
+  }
+  ASSERT_EQ(breaker.state(), State::open);
+  clock.advance(10s);
+  auto p = Pipeline::Builder(clock).circuit_breaker(breaker).stage(std::make_shared<Throwing>()).build();
+  EXPECT_THROW((void)p.execute([] { return 1; }), std::runtime_error);
+  EXPECT_EQ(breaker.state(), State::half_open);
+  // The single probe slot is free again.
+  EXPECT_TRUE(breaker.try_acquire(clock.now()).allowed);
+}
+
+TEST(Pipeline, StopRequestedCancelsBeforeTheCall) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).retry(no_jitter(3)).build();
+  std::stop_source stop;
+  stop.request_stop();
+  int calls = 0;
+  auto r = p.execute([&] { ++calls; return 1; }, {.stop = stop.get_token()});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::cancelled);
+  EXPECT_EQ(calls, 0);
+}
+
+TEST(Pipeline, StopRequestedDuringACallEndsRetrying) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).retry(no_jitter(5)).build();
+  std::stop_source stop;
+  int calls = 0;
+  auto r = p.execute(
+      [&] {
+        ++calls;
+        stop.request_stop();
+        return fail();
+      },
+      {.stop = stop.get_token()});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::cancelled);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Pipeline, ExpiredDeadlineNeverStartsTheCall) {
+  ManualClock clock;
+  auto p = Pipeline::Builder(clock).build();
+  int calls = 0;
+  auto r = p.execute([&] { ++calls; return 1; }, {.deadline = Deadline::after(clock.now(), 0ns)});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::timeout);
+  EXPECT_EQ(calls, 0);
+}
+
+TEST(Pipeline, SeededJitterIsReproducible) {
+  auto run_once = [] {
+    ManualClock clock;
+    retry::RetryOptions o;
+    o.max_attempts = 4;  // full jitter by default
+    auto p = Pipeline::Builder(clock).retry(o, nullptr, 1234).build();
+    std::vector<TimePoint> starts;
+    (void)p.execute([&] { starts.push_back(clock.now()); return fail(); });
+    return starts;
+  };
+  EXPECT_EQ(run_once(), run_once());
+}
+
+TEST(PipelineBuilder, RejectsBadStages) {
+  ManualClock clock;
+  Pipeline::Builder b(clock);
+  EXPECT_THROW(b.timeout(0ns), std::invalid_argument);
+  EXPECT_THROW(b.stage(nullptr), std::invalid_argument);
+  EXPECT_THROW(b.retry({.max_attempts = 0}), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace bulwark
