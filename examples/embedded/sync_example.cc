@@ -29,7 +29,7 @@ int main() {
   bulwark::Clock& clock = bulwark::SystemClock::instance();
   bulwark::circuit::CircuitBreaker breaker(
       "users",
-      {.min_calls = 4, .failure_rate = 0.5, .open_duration = 30s, .half_open_probes = 1,
+      {.window_size = 10, .min_calls = 10, .failure_rate = 0.5, .open_duration = 30s, .half_open_probes = 1,
        .success_threshold = 1},
       clock);
   bulwark::retry::RetryBudget budget;  // 20 % of requests + 10 retries/s
@@ -58,7 +58,7 @@ int main() {
     auto r = pipeline.execute([&] { return service.get(0); });
     if (!r && r.error() == bulwark::errc::circuit_open) ++fast_failures;
   }
-  std::printf("dependency down: breaker is %s, %d call(s) rejected without reaching it\n",
+  std::printf("dependency down: breaker is %s, %d call(s) failed fast with circuit_open\n",
               std::string(bulwark::circuit::to_string(breaker.state())).c_str(), fast_failures);
 
   // The example checks its own story so that the test suite can run it.
