@@ -41,13 +41,13 @@ int main() {
   net::io_context io;
   bulwark::Clock& clock = bulwark::SystemClock::instance();
   bulwark::circuit::CircuitBreaker breaker("slow-service", {}, clock);
-  auto pipeline = bulwark::Pipeline::Builder(clock)
-                      .timeout(5s)
-                      .retry({.max_attempts = 3,
-                              .backoff = {.base = 1ms, .max = 5ms},
-                              .per_try_timeout = 100ms})
-                      .circuit_breaker(breaker)
-                      .build();
+  auto pipeline =
+      bulwark::Pipeline::Builder(clock)
+          .timeout(5s)
+          .retry(
+              {.max_attempts = 3, .backoff = {.base = 1ms, .max = 5ms}, .per_try_timeout = 100ms})
+          .circuit_breaker(breaker)
+          .build();
   bulwark::asio::AsyncPipeline async_pipeline(pipeline);
 
   SlowService service;
@@ -59,7 +59,8 @@ int main() {
         bulwark::ExecutionInfo info;
         bulwark::Result<std::string> r =
             co_await async_pipeline.run([&] { return service.get(); }, {.info = &info});
-        const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock.now() - start);
+        const auto took =
+            std::chrono::duration_cast<std::chrono::milliseconds>(clock.now() - start);
         std::printf("%s after %u attempt(s) in %lld ms; %d slow attempt(s) cancelled\n",
                     r ? r->c_str() : r.error().message().c_str(), info.attempts,
                     static_cast<long long>(took.count()), service.cancelled);

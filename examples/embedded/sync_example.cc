@@ -27,28 +27,31 @@ struct FlakyService {
 
 int main() {
   bulwark::Clock& clock = bulwark::SystemClock::instance();
-  bulwark::circuit::CircuitBreaker breaker(
-      "users",
-      {.window_size = 10, .min_calls = 10, .failure_rate = 0.5, .open_duration = 30s, .half_open_probes = 1,
-       .success_threshold = 1},
-      clock);
+  bulwark::circuit::CircuitBreaker breaker("users",
+                                           {.window_size = 10,
+                                            .min_calls = 10,
+                                            .failure_rate = 0.5,
+                                            .open_duration = 30s,
+                                            .half_open_probes = 1,
+                                            .success_threshold = 1},
+                                           clock);
   bulwark::retry::RetryBudget budget;  // 20 % of requests + 10 retries/s
-  auto pipeline = bulwark::Pipeline::Builder(clock)
-                      .timeout(2s)
-                      .retry({.max_attempts = 3,
-                              .backoff = {.base = 1ms, .max = 5ms},
-                              .per_try_timeout = 500ms},
-                             &budget)
-                      .circuit_breaker(breaker)
-                      .build();
+  auto pipeline =
+      bulwark::Pipeline::Builder(clock)
+          .timeout(2s)
+          .retry(
+              {.max_attempts = 3, .backoff = {.base = 1ms, .max = 5ms}, .per_try_timeout = 500ms},
+              &budget)
+          .circuit_breaker(breaker)
+          .build();
 
   FlakyService service;
   int ok = 0;
   for (int id = 1; id <= 3; ++id) {
     bulwark::ExecutionInfo info;
     auto r = pipeline.execute([&] { return service.get(id); }, {.info = &info});
-    std::printf("get(%d): %s after %u attempt(s)\n", id, r ? r->c_str() : r.error().message().c_str(),
-                info.attempts);
+    std::printf("get(%d): %s after %u attempt(s)\n", id,
+                r ? r->c_str() : r.error().message().c_str(), info.attempts);
     ok += r.has_value();
   }
 
@@ -62,8 +65,8 @@ int main() {
               std::string(bulwark::circuit::to_string(breaker.state())).c_str(), fast_failures);
 
   // The example checks its own story so that the test suite can run it.
-  const bool as_expected = ok == 3 && breaker.state() == bulwark::circuit::State::open &&
-                           fast_failures > 0;
+  const bool as_expected =
+      ok == 3 && breaker.state() == bulwark::circuit::State::open && fast_failures > 0;
   std::puts(as_expected ? "ok" : "UNEXPECTED");
   return as_expected ? 0 : 1;
 }

@@ -8,9 +8,10 @@ int main() {
   using namespace std::chrono_literals;
   bulwark::testing::ManualClock clock;
   int calls = 0;
-  auto pipeline = bulwark::Pipeline::Builder(clock)
-                      .retry({.max_attempts = 3, .backoff = {.jitter = bulwark::retry::Jitter::none}})
-                      .build();
+  auto pipeline =
+      bulwark::Pipeline::Builder(clock)
+          .retry({.max_attempts = 3, .backoff = {.jitter = bulwark::retry::Jitter::none}})
+          .build();
   bulwark::Result<int> r = pipeline.execute([&]() -> bulwark::Result<int> {
     if (++calls < 3) return bulwark::make_error_code(bulwark::errc::call_failed);
     return 42;

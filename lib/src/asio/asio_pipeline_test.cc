@@ -68,7 +68,8 @@ TEST(AsioPipeline, PassesValueThrough) {
 
 TEST(AsioPipeline, PerTryTimeoutCancelsTheHangingCallAndRetries) {
   CircuitBreaker breaker("b", {}, SystemClock::instance());
-  auto p = Pipeline::Builder().timeout(30s).retry(fast_retry(3, 50ms)).circuit_breaker(breaker).build();
+  auto p =
+      Pipeline::Builder().timeout(30s).retry(fast_retry(3, 50ms)).circuit_breaker(breaker).build();
   int cancelled = 0;
   int calls = 0;
   ExecutionInfo info;
@@ -100,14 +101,13 @@ TEST(AsioPipeline, ExceptionBecomesCallFailed) {
   auto p = Pipeline::Builder().retry(fast_retry(2)).build();
   int calls = 0;
   ExecutionInfo info;
-  auto r = run_coro(asio::run(
-      p,
-      [&]() -> net::awaitable<int> {
-        ++calls;
-        throw std::runtime_error("boom");
-        co_return 0;
-      },
-      {.info = &info}));
+  auto r = run_coro(asio::run(p,
+                              [&]() -> net::awaitable<int> {
+                                ++calls;
+                                throw std::runtime_error("boom");
+                                co_return 0;
+                              },
+                              {.info = &info}));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), errc::call_failed);
   EXPECT_EQ(calls, 2);
@@ -125,7 +125,8 @@ TEST(AsioPipeline, CallerCancellationReleasesTheHalfOpenProbe) {
   o.half_open_probes = 1;
   o.success_threshold = 1;
   CircuitBreaker breaker("b", o, clock);
-  for (int i = 0; i < 2; ++i) breaker.on_failure(breaker.try_acquire(clock.now()).permit, clock.now());
+  for (int i = 0; i < 2; ++i)
+    breaker.on_failure(breaker.try_acquire(clock.now()).permit, clock.now());
   ASSERT_EQ(breaker.state(), State::open);
   clock.advance(5s);
 

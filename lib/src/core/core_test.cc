@@ -56,7 +56,7 @@ TEST(Deadline, RemainingAndExpiry) {
 TEST(Deadline, ClampGivesPerTryTimeout) {
   const TimePoint t0(100s);
   const Deadline d = Deadline::after(t0, 2s);
-  EXPECT_EQ(d.clamp(t0, 500ms), 500ms);          // per-try shorter than what is left
+  EXPECT_EQ(d.clamp(t0, 500ms), 500ms);           // per-try shorter than what is left
   EXPECT_EQ(d.clamp(t0 + 1800ms, 500ms), 200ms);  // deadline shorter than per-try
   EXPECT_EQ(d.clamp(t0 + 3s, 500ms), 0ns);
 }
@@ -156,7 +156,10 @@ TEST(Outcome, FinalAndBreakerFailure) {
 
 TEST(FunctionRef, CallsWithoutCopying) {
   int calls = 0;
-  auto add = [&calls](int x) { calls += x; return calls; };
+  auto add = [&calls](int x) {
+    calls += x;
+    return calls;
+  };
   FunctionRef<int(int)> ref = add;
   EXPECT_EQ(ref(2), 2);
   EXPECT_EQ(ref(3), 5);

@@ -23,31 +23,50 @@ const boost::system::error_category& bulwark_category() noexcept { return kCateg
 
 std::string_view to_string(errc e) noexcept {
   switch (e) {
-    case errc::circuit_open: return "circuit_open";
-    case errc::half_open_full: return "half_open_full";
-    case errc::timeout: return "timeout";
-    case errc::deadline_exceeded: return "deadline_exceeded";
-    case errc::retries_exhausted: return "retries_exhausted";
-    case errc::budget_exhausted: return "budget_exhausted";
-    case errc::call_failed: return "call_failed";
-    case errc::cancelled: return "cancelled";
-    case errc::rejected: return "rejected";
-    case errc::queue_full: return "queue_full";
-    case errc::wait_timeout: return "wait_timeout";
-    case errc::throttled: return "throttled";
-    case errc::rate_limited: return "rate_limited";
-    case errc::overloaded: return "overloaded";
-    case errc::shutting_down: return "shutting_down";
+    case errc::circuit_open:
+      return "circuit_open";
+    case errc::half_open_full:
+      return "half_open_full";
+    case errc::timeout:
+      return "timeout";
+    case errc::deadline_exceeded:
+      return "deadline_exceeded";
+    case errc::retries_exhausted:
+      return "retries_exhausted";
+    case errc::budget_exhausted:
+      return "budget_exhausted";
+    case errc::call_failed:
+      return "call_failed";
+    case errc::cancelled:
+      return "cancelled";
+    case errc::rejected:
+      return "rejected";
+    case errc::queue_full:
+      return "queue_full";
+    case errc::wait_timeout:
+      return "wait_timeout";
+    case errc::throttled:
+      return "throttled";
+    case errc::rate_limited:
+      return "rate_limited";
+    case errc::overloaded:
+      return "overloaded";
+    case errc::shutting_down:
+      return "shutting_down";
   }
   return "unknown";
 }
 
 std::string_view to_string(Outcome o) noexcept {
   switch (o) {
-    case Outcome::success: return "success";
-    case Outcome::retryable_failure: return "retryable_failure";
-    case Outcome::final_failure: return "final_failure";
-    case Outcome::caller_error: return "caller_error";
+    case Outcome::success:
+      return "success";
+    case Outcome::retryable_failure:
+      return "retryable_failure";
+    case Outcome::final_failure:
+      return "final_failure";
+    case Outcome::caller_error:
+      return "caller_error";
   }
   return "unknown";
 }

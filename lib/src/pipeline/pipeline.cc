@@ -43,8 +43,7 @@ Pipeline::Builder& Pipeline::Builder::timeout(Duration timeout) {
   return *this;
 }
 
-Pipeline::Builder& Pipeline::Builder::retry(retry::RetryOptions options,
-                                            retry::RetryBudget* budget,
+Pipeline::Builder& Pipeline::Builder::retry(retry::RetryOptions options, retry::RetryBudget* budget,
                                             std::optional<uint64_t> seed) {
   stages_.push_back(
       std::make_shared<RetryStage>(retry::RetryPolicy(std::move(options)), budget, seed));

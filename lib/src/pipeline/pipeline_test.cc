@@ -96,8 +96,12 @@ TEST(Pipeline, CallerErrorsAndFinalFailuresAreNotRetried) {
   auto p = Pipeline::Builder(clock).retry(no_jitter(5)).build();
   for (Outcome o : {Outcome::caller_error, Outcome::final_failure}) {
     int calls = 0;
-    auto r = p.execute_classified([&] { ++calls; return 404; },
-                                  [o](const Result<int>&) { return o; });
+    auto r = p.execute_classified(
+        [&] {
+          ++calls;
+          return 404;
+        },
+        [o](const Result<int>&) { return o; });
     EXPECT_EQ(calls, 1) << to_string(o);
     ASSERT_TRUE(r);
     EXPECT_EQ(*r, 404);
@@ -176,8 +180,8 @@ TEST(Pipeline, DeadlineShorterThanBackoffStopsWithoutSleeping) {
   const TimePoint t0 = clock.now();
   auto p = Pipeline::Builder(clock).retry(no_jitter(5, 200ms, 1s)).build();
   ExecutionInfo info;
-  auto r = p.execute([] { return fail(); },
-                     {.deadline = Deadline::after(t0, 100ms), .info = &info});
+  auto r =
+      p.execute([] { return fail(); }, {.deadline = Deadline::after(t0, 100ms), .info = &info});
   ASSERT_FALSE(r);
   EXPECT_EQ(info.attempts, 1u);
   EXPECT_EQ(info.policy_reason, errc::deadline_exceeded);
@@ -214,14 +218,24 @@ TEST(Pipeline, BreakerInsideRetrySeesEveryTryAndRejectsFastWhenOpen) {
   auto p = Pipeline::Builder(clock).retry(no_jitter(4, 1ms, 1ms)).circuit_breaker(breaker).build();
   int calls = 0;
   ExecutionInfo info;
-  auto r = p.execute([&] { ++calls; return fail(); }, {.info = &info});
+  auto r = p.execute(
+      [&] {
+        ++calls;
+        return fail();
+      },
+      {.info = &info});
   // 4 failures trip the breaker on the 4th try... all 4 tries reached the call.
   EXPECT_EQ(calls, 4);
   EXPECT_EQ(breaker.state(), State::open);
   // The next call is rejected without reaching the dependency, with a retry hint.
   calls = 0;
   ExecutionInfo info2;
-  r = p.execute([&] { ++calls; return 1; }, {.info = &info2});
+  r = p.execute(
+      [&] {
+        ++calls;
+        return 1;
+      },
+      {.info = &info2});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), errc::circuit_open);
   EXPECT_EQ(calls, 0);
@@ -253,7 +267,10 @@ TEST(Pipeline, BreakerOutsideRetrySeesOneResultPerCall) {
   CircuitBreaker breaker("b", small_breaker(), clock);
   auto p = Pipeline::Builder(clock).circuit_breaker(breaker).retry(no_jitter(3, 1ms, 1ms)).build();
   int calls = 0;
-  (void)p.execute([&] { ++calls; return fail(); });
+  (void)p.execute([&] {
+    ++calls;
+    return fail();
+  });
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(breaker.stats().failures, 1u);
   EXPECT_EQ(breaker.state(), State::closed);
@@ -267,6 +284,7 @@ TEST(Pipeline, HalfOpenProbeReleasedWhenTheCallThrowsThroughAStage) {
       Step enter(CallContext&, TimePoint) override { throw std::runtime_error("stage"); }
       Step leave(CallContext&, AttemptResult r, TimePoint) override { return Step::finish(r); }
     };
+
    public:
     std::unique_ptr<StageRun> start() const override { return std::make_unique<Run>(); }
     std::string_view kind() const noexcept override { return "throwing"; }
@@ -279,7 +297,8 @@ TEST(Pipeline, HalfOpenProbeReleasedWhenTheCallThrowsThroughAStage) {
   }
   ASSERT_EQ(breaker.state(), State::open);
   clock.advance(10s);
-  auto p = Pipeline::Builder(clock).circuit_breaker(breaker).stage(std::make_shared<Throwing>()).build();
+  auto p =
+      Pipeline::Builder(clock).circuit_breaker(breaker).stage(std::make_shared<Throwing>()).build();
   EXPECT_THROW((void)p.execute([] { return 1; }), std::runtime_error);
   EXPECT_EQ(breaker.state(), State::half_open);
   // The single probe slot is free again.
@@ -292,7 +311,12 @@ TEST(Pipeline, StopRequestedCancelsBeforeTheCall) {
   std::stop_source stop;
   stop.request_stop();
   int calls = 0;
-  auto r = p.execute([&] { ++calls; return 1; }, {.stop = stop.get_token()});
+  auto r = p.execute(
+      [&] {
+        ++calls;
+        return 1;
+      },
+      {.stop = stop.get_token()});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), errc::cancelled);
   EXPECT_EQ(calls, 0);
@@ -319,7 +343,12 @@ TEST(Pipeline, ExpiredDeadlineNeverStartsTheCall) {
   ManualClock clock;
   auto p = Pipeline::Builder(clock).build();
   int calls = 0;
-  auto r = p.execute([&] { ++calls; return 1; }, {.deadline = Deadline::after(clock.now(), 0ns)});
+  auto r = p.execute(
+      [&] {
+        ++calls;
+        return 1;
+      },
+      {.deadline = Deadline::after(clock.now(), 0ns)});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), errc::timeout);
   EXPECT_EQ(calls, 0);
@@ -332,7 +361,10 @@ TEST(Pipeline, SeededJitterIsReproducible) {
     o.max_attempts = 4;  // full jitter by default
     auto p = Pipeline::Builder(clock).retry(o, nullptr, 1234).build();
     std::vector<TimePoint> starts;
-    (void)p.execute([&] { starts.push_back(clock.now()); return fail(); });
+    (void)p.execute([&] {
+      starts.push_back(clock.now());
+      return fail();
+    });
     return starts;
   };
   EXPECT_EQ(run_once(), run_once());

@@ -55,7 +55,7 @@ class RetryStage::Run final : public StageRun {
   explicit Run(const RetryStage& stage)
       : stage_(stage),
         rng_(stage.seed_ ? Random(mix(*stage.seed_ ^ mix(stage.call_counter_.fetch_add(
-                                                      1, std::memory_order_relaxed))))
+                                                         1, std::memory_order_relaxed))))
                          : Random(thread_random().next_u64())) {}
 
   Step enter(CallContext& ctx, TimePoint now) override {

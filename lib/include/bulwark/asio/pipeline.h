@@ -66,9 +66,8 @@ struct AwaitableValue<net::awaitable<R, E>> {
   using type = R;
 };
 template <class F>
-using AwaitedOf = typename AwaitableValue<
-    std::remove_cvref_t<decltype(invoke_async(std::declval<F&>(),
-                                              std::declval<const CallContext&>()))>>::type;
+using AwaitedOf = typename AwaitableValue<std::remove_cvref_t<decltype(invoke_async(
+    std::declval<F&>(), std::declval<const CallContext&>()))>>::type;
 template <class F>
 using ValueOf = typename bulwark::detail::UnwrapResult<std::remove_cvref_t<AwaitedOf<F>>>::type;
 }  // namespace detail

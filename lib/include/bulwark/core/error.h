@@ -20,21 +20,21 @@ namespace bulwark {
 
 enum class errc : int {
   // 0 is success in every error_category and is never used here.
-  circuit_open = 1,       // a circuit breaker rejected the call (open or forced open)
-  half_open_full,         // the breaker is half-open and all probe permits are taken
-  timeout,                // a timeout (per-try or total) expired before the call finished
-  deadline_exceeded,      // not started: too little time left before the deadline
-  retries_exhausted,      // the last allowed attempt failed with a retryable failure
-  budget_exhausted,       // a retry was wanted but the retry budget had no room
-  call_failed,            // the wrapped call failed (returned an error or threw)
-  cancelled,              // the caller cancelled the operation
-  rejected,               // a limiter or bulkhead rejected the call
-  queue_full,             // a bounded queue had no room
-  wait_timeout,           // a queued call waited longer than its max wait
-  throttled,              // a start-rate throttle refused the call
-  rate_limited,           // a rate limiter refused the call
-  overloaded,             // resource monitor: shedding load
-  shutting_down,          // the process is draining
+  circuit_open = 1,   // a circuit breaker rejected the call (open or forced open)
+  half_open_full,     // the breaker is half-open and all probe permits are taken
+  timeout,            // a timeout (per-try or total) expired before the call finished
+  deadline_exceeded,  // not started: too little time left before the deadline
+  retries_exhausted,  // the last allowed attempt failed with a retryable failure
+  budget_exhausted,   // a retry was wanted but the retry budget had no room
+  call_failed,        // the wrapped call failed (returned an error or threw)
+  cancelled,          // the caller cancelled the operation
+  rejected,           // a limiter or bulkhead rejected the call
+  queue_full,         // a bounded queue had no room
+  wait_timeout,       // a queued call waited longer than its max wait
+  throttled,          // a start-rate throttle refused the call
+  rate_limited,       // a rate limiter refused the call
+  overloaded,         // resource monitor: shedding load
+  shutting_down,      // the process is draining
 };
 
 const boost::system::error_category& bulwark_category() noexcept;

@@ -58,10 +58,10 @@
 namespace bulwark {
 
 struct ExecutionInfo {
-  uint32_t attempts = 0;                      // times the wrapped callable was invoked
-  Outcome outcome = Outcome::success;         // how the final result was judged
-  boost::system::error_code policy_reason;    // why policies stopped retrying, if they did
-  std::exception_ptr exception;               // the callable's exception, if it produced the result
+  uint32_t attempts = 0;                    // times the wrapped callable was invoked
+  Outcome outcome = Outcome::success;       // how the final result was judged
+  boost::system::error_code policy_reason;  // why policies stopped retrying, if they did
+  std::exception_ptr exception;             // the callable's exception, if it produced the result
 };
 
 struct ExecuteOptions {
@@ -105,7 +105,8 @@ decltype(auto) invoke_with_context(F& fn, const CallContext& ctx) {
 }
 
 template <class F>
-using CallReturn = decltype(invoke_with_context(std::declval<F&>(), std::declval<const CallContext&>()));
+using CallReturn =
+    decltype(invoke_with_context(std::declval<F&>(), std::declval<const CallContext&>()));
 
 template <class F>
 using ValueOf = typename UnwrapResult<std::remove_cvref_t<CallReturn<F>>>::type;

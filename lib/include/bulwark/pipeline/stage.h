@@ -62,16 +62,16 @@ struct AttemptResult {
 
 // Per-call context seen by stages and by the wrapped callable.
 struct CallContext {
-  Deadline deadline;           // the call must finish by then (narrowed by timeout stages)
-  uint32_t attempt = 1;        // 1-based attempt number, set by a retry stage
-  std::stop_token stop;        // cooperative cancellation requested by the caller
+  Deadline deadline;     // the call must finish by then (narrowed by timeout stages)
+  uint32_t attempt = 1;  // 1-based attempt number, set by a retry stage
+  std::stop_token stop;  // cooperative cancellation requested by the caller
 };
 
 struct Step {
   enum class Kind { proceed, finish, again };
   Kind kind = Kind::proceed;
-  AttemptResult result;           // finish
-  Duration delay{};               // again: wait this long, then enter() again
+  AttemptResult result;  // finish
+  Duration delay{};      // again: wait this long, then enter() again
 
   static Step proceed() { return Step{}; }
   static Step finish(AttemptResult r) {
