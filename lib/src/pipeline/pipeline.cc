@@ -51,7 +51,7 @@ Pipeline::Builder& Pipeline::Builder::retry(retry::RetryOptions options, retry::
 }
 
 Pipeline::Builder& Pipeline::Builder::circuit_breaker(circuit::CircuitBreaker& breaker) {
-  stages_.push_back(std::make_shared<BreakerStage>(breaker, clock_));
+  stages_.push_back(std::make_shared<BreakerStage>(breaker));
   return *this;
 }
 

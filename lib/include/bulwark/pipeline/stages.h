@@ -84,7 +84,7 @@ class RetryStage final : public Stage {
 
 class BreakerStage final : public Stage {
  public:
-  BreakerStage(circuit::CircuitBreaker& breaker, Clock& clock) : breaker_(breaker), clock_(clock) {}
+  explicit BreakerStage(circuit::CircuitBreaker& breaker) : breaker_(breaker) {}
   std::unique_ptr<StageRun> start() const override;
   std::string_view kind() const noexcept override { return "circuit_breaker"; }
   circuit::CircuitBreaker& breaker() const noexcept { return breaker_; }
@@ -92,7 +92,6 @@ class BreakerStage final : public Stage {
  private:
   class Run;
   circuit::CircuitBreaker& breaker_;
-  Clock& clock_;
 };
 
 }  // namespace bulwark
