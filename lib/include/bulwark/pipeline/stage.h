@@ -5,7 +5,9 @@
 // executors (the synchronous one in pipeline.h and the Asio one in bulwark/asio/pipeline.h)
 // drive through the same three steps:
 //
-//   enter(ctx, now)          -> proceed (maybe narrowing ctx.deadline), or finish with a result
+//   enter(ctx, now)          -> proceed (maybe narrowing ctx.deadline), finish with a result,
+//                               or wait on a Waiter (e.g. for a bulkhead permit) and then
+//                               enter() again
 //   ... the inner stages and the call run ...
 //   leave(ctx, result, now)  -> finish with a (maybe changed) result, or run again after a delay
 //   abandon()                -> the inner run was cancelled or threw: release what enter() took
@@ -25,6 +27,7 @@
 // used by one call at a time.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stop_token>
@@ -60,6 +63,25 @@ struct AttemptResult {
   }
 };
 
+// Something a stage waits for without blocking a thread itself (a bulkhead permit, a queue
+// slot). The stage creates it; the executor runs the wait: the synchronous executor blocks the
+// calling thread, the Asio executor suspends the coroutine. Either way the wait ends at the
+// earlier of the step's wait deadline and ctx.deadline, or when the caller cancels.
+//
+// Contract for implementations:
+//  - start(ready) begins the wait; `ready(granted)` is called exactly once, from any thread
+//    (possibly inside start()), unless cancel() returned true first.
+//  - cancel() withdraws the wait (deadline passed, caller cancelled). It returns true if the
+//    wait was withdrawn before `ready` was called (then `ready` is never called and nothing is
+//    held), false if `ready` was or is being called (the stage then holds whatever was
+//    granted, and its enter()/abandon() must deal with it).
+class Waiter {
+ public:
+  virtual ~Waiter() = default;
+  virtual void start(std::function<void(bool granted)> ready) = 0;
+  virtual bool cancel() noexcept = 0;
+};
+
 // Per-call context seen by stages and by the wrapped callable.
 struct CallContext {
   Deadline deadline;     // the call must finish by then (narrowed by timeout stages)
@@ -86,8 +108,19 @@ struct Step {
     s.delay = delay;
     return s;
   }
+  // After the wait ends (granted, refused, timed out or cancelled) the executor calls enter()
+  // again with the same context; the stage learns the wait's fate from its own Waiter.
+  static Step wait(std::shared_ptr<Waiter> waiter, Deadline wait_deadline = Deadline::never()) {
+    Step s;
+    s.kind = Kind::wait;
+    s.waiter = std::move(waiter);
+    s.wait_deadline = wait_deadline;
+    return s;
+  }
 };
 
+// enter() is called again after a wait step; abandon() is called if the wait or the inner run
+// ends by cancellation or an exception, so a permit granted at the last moment is released.
 class StageRun {
  public:
   virtual ~StageRun() = default;
