@@ -12,7 +12,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <stdexcept>
+#include <thread>
 
+#include "bulwark/testing/gate_stage.h"
 #include "bulwark/testing/manual_clock.h"
 
 namespace bulwark {
@@ -162,6 +164,52 @@ TEST(AsioPipeline, OpenBreakerRejectsWithoutCalling) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), errc::circuit_open);
   EXPECT_EQ(calls, 0);
+}
+
+TEST(AsioPipelineWait, GrantFromAnotherThreadResumesTheCoroutine) {
+  auto gate = std::make_shared<testing::GateStage>();
+  auto p = Pipeline::Builder().stage(gate).build();
+  std::thread opener([&] {
+    ASSERT_TRUE(gate->wait_for_waiters(1));
+    gate->open_next(true);  // from a thread that is not running the io_context
+  });
+  auto r = run_coro(asio::run(p, [] { return answer_after(0ms, 4, nullptr); }));
+  opener.join();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 4);
+  EXPECT_EQ(gate->passed.load(), 1);
+}
+
+TEST(AsioPipelineWait, WaitDeadlineWithdrawsTheWaiter) {
+  auto gate = std::make_shared<testing::GateStage>(20ms);
+  auto p = Pipeline::Builder().stage(gate).build();
+  int calls = 0;
+  auto r = run_coro(asio::run(p, [&] {
+    ++calls;
+    return answer_after(0ms, 1, nullptr);
+  }));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::wait_timeout);
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(gate->cancelled.load(), 1);
+}
+
+TEST(AsioPipelineWait, CallerCancellationWithdrawsAndAbandons) {
+  auto gate = std::make_shared<testing::GateStage>();
+  auto p = Pipeline::Builder().stage(gate).build();
+  bool caller_timer_won = false;
+  run_coro([&]() -> net::awaitable<int> {
+    using namespace net::experimental::awaitable_operators;
+    net::steady_timer caller(co_await net::this_coro::executor, 20ms);
+    auto first = co_await (asio::run(p, [] { return answer_after(0ms, 1, nullptr); }) ||
+                           caller.async_wait(net::use_awaitable));
+    caller_timer_won = first.index() == 1;
+    co_return 0;
+  }());
+  EXPECT_TRUE(caller_timer_won);
+  EXPECT_EQ(gate->cancelled.load(), 1);
+  EXPECT_EQ(gate->abandoned.load(), 1);
+  EXPECT_FALSE(gate->open_next());
 }
 
 }  // namespace

@@ -4,8 +4,10 @@
 
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "bulwark/testing/gate_stage.h"
 #include "bulwark/testing/manual_clock.h"
 
 namespace bulwark {
@@ -376,6 +378,83 @@ TEST(PipelineBuilder, RejectsBadStages) {
   EXPECT_THROW(b.timeout(0ns), std::invalid_argument);
   EXPECT_THROW(b.stage(nullptr), std::invalid_argument);
   EXPECT_THROW(b.retry({.max_attempts = 0}), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace bulwark
+
+// --- Step::wait in the synchronous executor (real threads; waits are bounded, never slept) ---
+
+namespace bulwark {
+namespace {
+
+TEST(PipelineWait, GrantFromAnotherThreadLetsTheCallThrough) {
+  auto gate = std::make_shared<testing::GateStage>();
+  auto p = Pipeline::Builder().stage(gate).build();
+  std::thread opener([&] {
+    ASSERT_TRUE(gate->wait_for_waiters(1));
+    gate->open_next(true);
+  });
+  auto r = p.execute([] { return 3; });
+  opener.join();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 3);
+  EXPECT_EQ(gate->passed.load(), 1);
+  EXPECT_EQ(gate->cancelled.load(), 0);
+}
+
+TEST(PipelineWait, RefusalFinishesWithoutCalling) {
+  auto gate = std::make_shared<testing::GateStage>();
+  auto p = Pipeline::Builder().stage(gate).build();
+  std::thread opener([&] {
+    ASSERT_TRUE(gate->wait_for_waiters(1));
+    gate->open_next(false);
+  });
+  int calls = 0;
+  auto r = p.execute([&] { return ++calls; });
+  opener.join();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::rejected);
+  EXPECT_EQ(calls, 0);
+}
+
+TEST(PipelineWait, WaitDeadlineWithdrawsTheWaiter) {
+  auto gate = std::make_shared<testing::GateStage>(20ms);  // nobody opens the gate
+  auto p = Pipeline::Builder().stage(gate).build();
+  int calls = 0;
+  auto r = p.execute([&] { return ++calls; });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::wait_timeout);
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(gate->cancelled.load(), 1);
+  EXPECT_FALSE(gate->open_next());  // nothing left waiting
+}
+
+TEST(PipelineWait, AlreadyExpiredDeadlineWithdrawsWithoutStarting) {
+  ManualClock clock;
+  auto gate = std::make_shared<testing::GateStage>();
+  auto p = Pipeline::Builder(clock).stage(gate).build();
+  auto r = p.execute([] { return 1; }, {.deadline = Deadline::after(clock.now(), 0ns)});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::wait_timeout);
+  EXPECT_EQ(gate->started.load(), 0);
+  EXPECT_EQ(gate->cancelled.load(), 1);
+}
+
+TEST(PipelineWait, StopRequestedWhileWaitingAbandons) {
+  auto gate = std::make_shared<testing::GateStage>();
+  auto p = Pipeline::Builder().stage(gate).build();
+  std::stop_source stop;
+  std::thread stopper([&] {
+    ASSERT_TRUE(gate->wait_for_waiters(1));
+    stop.request_stop();
+  });
+  auto r = p.execute([] { return 1; }, {.stop = stop.get_token()});
+  stopper.join();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::cancelled);
+  EXPECT_EQ(gate->cancelled.load(), 1);
+  EXPECT_EQ(gate->abandoned.load(), 1);
 }
 
 }  // namespace

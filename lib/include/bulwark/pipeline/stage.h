@@ -74,7 +74,11 @@ struct AttemptResult {
 //  - cancel() withdraws the wait (deadline passed, caller cancelled). It returns true if the
 //    wait was withdrawn before `ready` was called (then `ready` is never called and nothing is
 //    held), false if `ready` was or is being called (the stage then holds whatever was
-//    granted, and its enter()/abandon() must deal with it).
+//    granted, and its enter()/abandon() must deal with it). cancel() may be called without
+//    start() when the deadline had already passed; it must then withdraw whatever the stage
+//    queued when it created the Waiter.
+//  - The executors call cancel() exactly when the wait did not end by `ready`, and then call
+//    enter() again (deadline) or abandon() (caller cancellation).
 class Waiter {
  public:
   virtual ~Waiter() = default;
@@ -90,10 +94,12 @@ struct CallContext {
 };
 
 struct Step {
-  enum class Kind { proceed, finish, again };
+  enum class Kind { proceed, finish, again, wait };
   Kind kind = Kind::proceed;
-  AttemptResult result;  // finish
-  Duration delay{};      // again: wait this long, then enter() again
+  AttemptResult result;            // finish
+  Duration delay{};                // again: wait this long, then enter() again
+  std::shared_ptr<Waiter> waiter;  // wait: run this wait, then enter() again
+  Deadline wait_deadline;          // wait: give up waiting at this instant (and at ctx.deadline)
 
   static Step proceed() { return Step{}; }
   static Step finish(AttemptResult r) {
