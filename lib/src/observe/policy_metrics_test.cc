@@ -1,0 +1,223 @@
+#include "bulwark/observe/policy_metrics.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bulwark/circuit/circuit_breaker.h"
+#include "bulwark/observe/prometheus.h"
+#include "bulwark/observe/registry.h"
+#include "bulwark/pipeline/pipeline.h"
+#include "bulwark/pipeline/stages.h"
+#include "bulwark/retry/retry_budget.h"
+#include "bulwark/testing/manual_clock.h"
+#include "prometheus_test_util.h"
+
+namespace bulwark::observe {
+namespace {
+
+using namespace std::chrono_literals;
+using circuit::CircuitBreaker;
+using circuit::State;
+using testing::ManualClock;
+
+double value(const SnapshotSink& s, std::string_view name, Labels labels) {
+  const Sample* sample = s.find(name, labels);
+  EXPECT_NE(sample, nullptr) << name;
+  return sample != nullptr ? sample->value : -1;
+}
+
+circuit::BreakerOptions small_breaker() {
+  circuit::BreakerOptions o;
+  o.window_size = 4;
+  o.min_calls = 4;
+  o.failure_rate = 0.5;
+  o.slow_call_duration = 1s;
+  o.open_duration = 10s;
+  o.half_open_probes = 1;
+  o.success_threshold = 1;
+  return o;
+}
+
+void expect_state(const SnapshotSink& s, std::string_view breaker, State current) {
+  for (State st : {State::closed, State::open, State::half_open, State::disabled,
+                   State::forced_open, State::metrics_only}) {
+    EXPECT_EQ(value(s, kBreakerState, {{"breaker", breaker}, {"state", circuit::to_string(st)}}),
+              st == current ? 1.0 : 0.0)
+        << circuit::to_string(st);
+  }
+}
+
+TEST(PolicyMetrics, BreakerSeriesFollowARealBreakerThroughItsStates) {
+  ManualClock clock;
+  CircuitBreaker breaker("users", small_breaker(), clock);
+  {
+    SnapshotSink s;
+    report(breaker, s);
+    // 5 outcomes + slow + 6 states + transitions.
+    EXPECT_EQ(s.samples().size(), 13u);
+    expect_state(s, "users", State::closed);
+    for (const char* o : {"success", "failure", "rejected", "dropped_stale", "released"}) {
+      EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", o}}), 0.0) << o;
+    }
+  }
+
+  // One slow success, one release, two failures: 2 of 3 recorded calls failed -> trips at the
+  // fourth result (window of 4, min_calls 4).
+  auto a = breaker.try_acquire(clock.now());
+  clock.advance(2s);
+  breaker.on_success(a.permit, clock.now());  // slow: 2 s > 1 s
+  auto b = breaker.try_acquire(clock.now());
+  breaker.release(b.permit);
+  auto late = breaker.try_acquire(clock.now());  // still running when the breaker trips
+  for (int i = 0; i < 3; ++i) {
+    auto p = breaker.try_acquire(clock.now());
+    ASSERT_TRUE(p.allowed);
+    breaker.on_failure(p.permit, clock.now());
+  }
+  ASSERT_EQ(breaker.state(), State::open);
+  EXPECT_FALSE(breaker.try_acquire(clock.now()).allowed);  // rejected
+  {
+    SnapshotSink s;
+    report(breaker, s);
+    expect_state(s, "users", State::open);
+    EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "success"}}), 1.0);
+    EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "failure"}}), 3.0);
+    EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "released"}}), 1.0);
+    EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "rejected"}}), 1.0);
+    EXPECT_EQ(value(s, kBreakerSlowCalls, {{"breaker", "users"}}), 1.0);
+    EXPECT_EQ(value(s, kBreakerTransitions, {{"breaker", "users"}}), 1.0);
+  }
+
+  // Open elapses -> half-open probe; a late result from before the trip is dropped as stale;
+  // the probe succeeds -> closed.
+  clock.advance(10s);
+  auto probe = breaker.try_acquire(clock.now());
+  ASSERT_TRUE(probe.allowed);
+  ASSERT_EQ(breaker.state(), State::half_open);
+  {
+    SnapshotSink s;
+    report(breaker, s);
+    expect_state(s, "users", State::half_open);
+  }
+  breaker.on_success(late.permit, clock.now());
+  breaker.on_success(probe.permit, clock.now());
+  ASSERT_EQ(breaker.state(), State::closed);
+  breaker.force_open();
+  SnapshotSink s;
+  report(breaker, s);
+  expect_state(s, "users", State::forced_open);
+  EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "dropped_stale"}}), 1.0);
+  EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "success"}}), 2.0);
+  // closed->open, open->half_open, half_open->closed, closed->forced_open.
+  EXPECT_EQ(value(s, kBreakerTransitions, {{"breaker", "users"}}), 4.0);
+  for (const Sample& sample : s.samples()) {
+    EXPECT_EQ(sample.labels[0], (std::pair<std::string, std::string>("breaker", "users")));
+    EXPECT_FALSE(sample.help.empty());
+  }
+}
+
+TEST(PolicyMetrics, RetryBudgetSeries) {
+  ManualClock clock;
+  retry::RetryBudget budget({.ratio = 0.5, .min_per_second = 0.1, .window = 10s});
+  for (int i = 0; i < 4; ++i) budget.record_request(clock.now());
+  // allowed = 0.5 * 4 + 0.1 * 10 = 3
+  int granted = 0;
+  for (int i = 0; i < 5; ++i) granted += budget.try_withdraw(clock.now()) ? 1 : 0;
+  ASSERT_EQ(granted, 3);
+  SnapshotSink s;
+  report(budget, "users", clock.now(), s);
+  EXPECT_EQ(s.samples().size(), 4u);
+  EXPECT_EQ(value(s, kRetryBudgetRequests, {{"target", "users"}}), 4.0);
+  EXPECT_EQ(value(s, kRetryBudgetRetries, {{"target", "users"}}), 3.0);
+  EXPECT_DOUBLE_EQ(value(s, kRetryBudgetAllowed, {{"target", "users"}}), 3.0);
+  EXPECT_EQ(value(s, kRetryBudgetExhausted, {{"target", "users"}}), 2.0);
+  EXPECT_EQ(s.find(kRetryBudgetExhausted)->type, SampleType::counter);
+  EXPECT_EQ(s.find(kRetryBudgetRequests)->type, SampleType::gauge);
+  // The window slides: 11 s later nothing is in it, the exhaustion counter stays.
+  SnapshotSink later;
+  report(budget, "users", clock.now() + 11s, later);
+  EXPECT_EQ(value(later, kRetryBudgetRequests, {{"target", "users"}}), 0.0);
+  EXPECT_EQ(value(later, kRetryBudgetExhausted, {{"target", "users"}}), 2.0);
+}
+
+Result<int> fail() { return make_error_code(errc::call_failed); }
+
+retry::RetryOptions no_jitter(uint32_t attempts) {
+  retry::RetryOptions o;
+  o.max_attempts = attempts;
+  o.backoff.base = 10ms;
+  o.backoff.max = 10ms;
+  o.backoff.jitter = retry::Jitter::none;
+  return o;
+}
+
+TEST(PolicyMetrics, RetryAndTimeoutStageSeries) {
+  ManualClock clock;
+  retry::RetryBudget budget({.ratio = 0.0, .min_per_second = 0.1, .window = 10s});  // 1 retry
+  auto retry_stage = std::make_shared<RetryStage>(retry::RetryPolicy(no_jitter(3)), &budget);
+  auto timeout_stage = std::make_shared<TimeoutStage>(1s);
+  auto p = Pipeline::Builder(clock).stage(timeout_stage).stage(retry_stage).build();
+
+  // Call 1: fails, retried once, then the budget is empty.
+  EXPECT_FALSE(p.execute([] { return fail(); }));
+  // Call 2: budget still empty: no retry.
+  EXPECT_FALSE(p.execute([] { return fail(); }));
+  // Call 3: succeeds but too late.
+  EXPECT_FALSE(p.execute([&] {
+    clock.advance(2s);
+    return 1;
+  }));
+
+  SnapshotSink s;
+  report(*retry_stage, "users", s);
+  report(*timeout_stage, "users_total", s);
+  const RetryStage::Stats st = retry_stage->stats();
+  EXPECT_EQ(value(s, kRetryCalls, {{"retry", "users"}}), 3.0);
+  EXPECT_EQ(value(s, kRetryRetries, {{"retry", "users"}}), 1.0);
+  EXPECT_EQ(value(s, kRetryStops, {{"retry", "users"}, {"reason", "budget_exhausted"}}), 2.0);
+  EXPECT_EQ(value(s, kRetryStops, {{"retry", "users"}, {"reason", "exhausted"}}),
+            double(st.exhausted));
+  EXPECT_EQ(value(s, kRetryStops, {{"retry", "users"}, {"reason", "deadline_exceeded"}}),
+            double(st.deadline_exceeded));
+  EXPECT_EQ(value(s, kTimeoutCalls, {{"timeout", "users_total"}}), 3.0);
+  EXPECT_EQ(value(s, kTimeoutTimeouts, {{"timeout", "users_total"}}), 1.0);
+  EXPECT_EQ(s.samples().size(), 7u);
+}
+
+TEST(PolicyMetrics, EveryDocumentedSeriesPassesPromtoolThroughARegistry) {
+  ManualClock clock;
+  CircuitBreaker breaker("users \"primary\"", small_breaker(), clock);
+  retry::RetryBudget budget;
+  RetryStage retry_stage{retry::RetryPolicy(no_jitter(3)), &budget};
+  TimeoutStage timeout_stage(1s);
+  Registry registry;
+  registry.counter("app_requests_total", "Requests.", {"route"}).with({"/"}).inc();
+  registry.add_collector([&](MetricsSink& s) {
+    report(breaker, s);
+    report(CircuitBreaker("payments", {}, clock), s);  // a second breaker: same families
+    report(budget, "users", clock.now(), s);
+    report(retry_stage, "users", s);
+    report(timeout_stage, "users", s);
+  });
+  ScrapeStats stats;
+  const std::string text = to_prometheus_text(registry, &stats);
+  EXPECT_EQ(stats.dropped, 0u) << stats.first_error;
+  // 13 series per breaker, 4 budget, 5 retry, 2 timeout, 1 registry.
+  EXPECT_EQ(stats.series, 13u * 2 + 4 + 5 + 2 + 1);
+  for (std::string_view name :
+       {kBreakerCalls, kBreakerSlowCalls, kBreakerState, kBreakerTransitions, kRetryBudgetRequests,
+        kRetryBudgetRetries, kRetryBudgetAllowed, kRetryBudgetExhausted, kRetryCalls, kRetryRetries,
+        kRetryStops, kTimeoutCalls, kTimeoutTimeouts}) {
+    EXPECT_NE(text.find("# TYPE " + std::string(name) + " "), std::string::npos) << name;
+  }
+  EXPECT_NE(text.find(R"(bulwark_breaker_state{breaker="users \"primary\"",state="closed"} 1)"),
+            std::string::npos)
+      << text;
+  test::expect_promtool_clean(text);
+}
+
+}  // namespace
+}  // namespace bulwark::observe
