@@ -3,6 +3,10 @@
 #include <array>
 
 #include "bulwark/circuit/circuit_breaker.h"
+#include "bulwark/lifecycle/shutdown.h"
+#include "bulwark/observe/alerts.h"
+#include "bulwark/observe/health.h"
+#include "bulwark/observe/resource_monitor.h"
 #include "bulwark/pipeline/stages.h"
 #include "bulwark/retry/retry_budget.h"
 
@@ -79,6 +83,96 @@ void report(const TimeoutStage& stage, std::string_view name, MetricsSink& sink)
                d(st.calls));
   sink.counter(kTimeoutTimeouts, "Calls that the timeout stage ended with a timeout.",
                {{"timeout", name}}, d(st.timeouts));
+}
+
+namespace {
+
+// One gauge per possible value of an enum, 1 for `current`: the usual Prometheus encoding of a
+// state, so that `max by (x) (series == 1)` and alerting on a state both work.
+template <class Enum, std::size_t N>
+void one_hot(MetricsSink& sink, std::string_view name, std::string_view help,
+             std::initializer_list<Label> fixed, std::string_view key,
+             const std::array<Enum, N>& all, Enum current) {
+  for (Enum e : all) {
+    std::vector<Label> labels(fixed);
+    labels.push_back({key, to_string(e)});
+    sink.gauge(name, help, Labels(labels), e == current ? 1.0 : 0.0);
+  }
+}
+
+constexpr std::array<HealthStatus, 3> kHealthStatuses = {
+    HealthStatus::healthy, HealthStatus::degraded, HealthStatus::unhealthy};
+constexpr std::array<CheckStatus, 3> kCheckStatuses = {CheckStatus::unknown, CheckStatus::passing,
+                                                       CheckStatus::failing};
+constexpr std::array<ResourceLevel, 4> kLevels = {ResourceLevel::normal, ResourceLevel::warning,
+                                                  ResourceLevel::critical,
+                                                  ResourceLevel::exhausted};
+constexpr std::array<AlertState, 5> kAlertStates = {AlertState::inactive, AlertState::pending,
+                                                    AlertState::firing, AlertState::resolved,
+                                                    AlertState::silenced};
+constexpr std::array<lifecycle::ShutdownState, 5> kShutdownStates = {
+    lifecycle::ShutdownState::running, lifecycle::ShutdownState::draining,
+    lifecycle::ShutdownState::stopping, lifecycle::ShutdownState::forced,
+    lifecycle::ShutdownState::stopped};
+
+double seconds(Duration d) noexcept { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+void report(const HealthRegistry& registry, MetricsSink& sink) {
+  const HealthSnapshot snap = registry.snapshot();
+  one_hot(sink, kHealthStatus, "Overall health: 1 for the current status, 0 otherwise.", {},
+          "status", kHealthStatuses, snap.overall);
+  for (const CheckSnapshot& c : snap.checks) {
+    one_hot(sink, kHealthCheckStatus, "Health check status: 1 for the current status, 0 otherwise.",
+            {{"check", c.name}, {"critical", c.critical ? "true" : "false"}}, "status",
+            kCheckStatuses, c.status);
+    sink.counter(kHealthCheckRuns, "Finished runs of the health check.", {{"check", c.name}},
+                 d(c.runs));
+    sink.counter(kHealthCheckFailures, "Failed runs of the health check (timeouts included).",
+                 {{"check", c.name}}, d(c.failures));
+    sink.gauge(kHealthCheckDuration, "Duration of the health check's last finished run.",
+               {{"check", c.name}}, seconds(c.last_duration));
+  }
+}
+
+void report(const ResourceMonitor& monitor, MetricsSink& sink) {
+  const ResourceSnapshot snap = monitor.snapshot();
+  constexpr std::string_view kLevelHelp =
+      "Resource pressure level: 1 for the current level, 0 otherwise.";
+  const std::pair<std::string_view, const ResourceUsage*> resources[] = {{"fds", &snap.fds},
+                                                                         {"memory", &snap.memory}};
+  for (const auto& [name, usage] : resources) {
+    one_hot(sink, kResourceLevel, kLevelHelp, {{"resource", name}}, "level", kLevels, usage->level);
+    if (!usage->monitored) continue;
+    sink.gauge(kResourceUsed, "Resource in use: open file descriptors, or resident bytes.",
+               {{"resource", name}}, d(usage->used));
+    sink.gauge(kResourceLimit, "Resource limit: RLIMIT_NOFILE, or the memory limit in bytes.",
+               {{"resource", name}}, d(usage->limit));
+    sink.gauge(kResourceUsageRatio, "Resource in use as a fraction of its limit.",
+               {{"resource", name}}, usage->usage);
+  }
+  one_hot(sink, kResourceLevel, kLevelHelp, {{"resource", "overall"}}, "level", kLevels,
+          snap.overall);
+  sink.counter(kResourceReadErrors, "Resource readings that failed or missed a value.", {},
+               d(snap.read_errors));
+}
+
+void report(const AlertEngine& engine, MetricsSink& sink) {
+  for (const AlertStatus& a : engine.snapshot()) {
+    one_hot(sink, kAlertState, "Alert state: 1 for the current state, 0 otherwise.",
+            {{"alert", a.name}, {"severity", to_string(a.severity)}}, "state", kAlertStates,
+            a.state);
+    if (a.value) {
+      sink.gauge(kAlertValue, "Last evaluated value (or per-second rate) of the alert's metric.",
+                 {{"alert", a.name}}, *a.value);
+    }
+  }
+}
+
+void report(const lifecycle::ShutdownCoordinator& shutdown, MetricsSink& sink) {
+  one_hot(sink, kShutdownState, "Shutdown state: 1 for the current state, 0 otherwise.", {},
+          "state", kShutdownStates, shutdown.state());
 }
 
 }  // namespace bulwark::observe

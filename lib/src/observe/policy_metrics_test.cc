@@ -7,8 +7,12 @@
 #include <vector>
 
 #include "bulwark/circuit/circuit_breaker.h"
+#include "bulwark/lifecycle/shutdown.h"
+#include "bulwark/observe/alerts.h"
+#include "bulwark/observe/health.h"
 #include "bulwark/observe/prometheus.h"
 #include "bulwark/observe/registry.h"
+#include "bulwark/observe/resource_monitor.h"
 #include "bulwark/pipeline/pipeline.h"
 #include "bulwark/pipeline/stages.h"
 #include "bulwark/retry/retry_budget.h"
@@ -216,6 +220,81 @@ TEST(PolicyMetrics, EveryDocumentedSeriesPassesPromtoolThroughARegistry) {
   EXPECT_NE(text.find(R"(bulwark_breaker_state{breaker="users \"primary\"",state="closed"} 1)"),
             std::string::npos)
       << text;
+  test::expect_promtool_clean(text);
+}
+
+class FixedReader final : public ResourceReader {
+ public:
+  ResourceReading reading;
+  ResourceReading read() override { return reading; }
+};
+
+TEST(PolicyMetrics, HealthResourceAlertAndShutdownSeries) {
+  ManualClock clock;
+  HealthRegistry health(clock);
+  health.add("db", [](Deadline) { return CheckResult::pass(); }, {.retries = 1});
+  health.add("cache", [](Deadline) { return CheckResult::fail("down"); },
+             {.retries = 1, .critical = false});
+  health.run_due(clock.now());
+
+  auto reader = std::make_shared<FixedReader>();
+  reader->reading = {.open_fds = 850, .fd_limit = 1000, .rss_bytes = 100, .memory_limit = 1000};
+  ResourceMonitor resources(reader);
+  resources.poll(clock.now());
+
+  AlertEngine alerts;
+  alerts.add_rule({.name = "too_many_fds",
+                   .source = [](TimePoint) { return std::optional<double>(0.85); },
+                   .op = CompareOp::gt,
+                   .threshold = 0.8,
+                   .severity = Severity::critical});
+  alerts.evaluate(clock.now());
+
+  lifecycle::ShutdownCoordinator shutdown(clock);
+  shutdown.request_stop("test");
+
+  SnapshotSink s;
+  report(health, s);
+  report(resources, s);
+  report(alerts, s);
+  report(shutdown, s);
+
+  EXPECT_EQ(value(s, kHealthStatus, {{"status", "degraded"}}), 1.0);
+  EXPECT_EQ(value(s, kHealthStatus, {{"status", "healthy"}}), 0.0);
+  EXPECT_EQ(value(s, kHealthCheckStatus,
+                  {{"check", "cache"}, {"critical", "false"}, {"status", "failing"}}),
+            1.0);
+  EXPECT_EQ(
+      value(s, kHealthCheckStatus, {{"check", "db"}, {"critical", "true"}, {"status", "passing"}}),
+      1.0);
+  EXPECT_EQ(value(s, kHealthCheckRuns, {{"check", "db"}}), 1.0);
+  EXPECT_EQ(value(s, kHealthCheckFailures, {{"check", "cache"}}), 1.0);
+
+  EXPECT_EQ(value(s, kResourceLevel, {{"resource", "fds"}, {"level", "warning"}}), 1.0);
+  EXPECT_EQ(value(s, kResourceLevel, {{"resource", "memory"}, {"level", "normal"}}), 1.0);
+  EXPECT_EQ(value(s, kResourceLevel, {{"resource", "overall"}, {"level", "warning"}}), 1.0);
+  EXPECT_EQ(value(s, kResourceUsed, {{"resource", "fds"}}), 850.0);
+  EXPECT_EQ(value(s, kResourceLimit, {{"resource", "memory"}}), 1000.0);
+  EXPECT_DOUBLE_EQ(value(s, kResourceUsageRatio, {{"resource", "fds"}}), 0.85);
+
+  EXPECT_EQ(value(s, kAlertState,
+                  {{"alert", "too_many_fds"}, {"severity", "critical"}, {"state", "firing"}}),
+            1.0);
+  EXPECT_DOUBLE_EQ(value(s, kAlertValue, {{"alert", "too_many_fds"}}), 0.85);
+
+  EXPECT_EQ(value(s, kShutdownState, {{"state", "draining"}}), 1.0);
+  EXPECT_EQ(value(s, kShutdownState, {{"state", "running"}}), 0.0);
+
+  Registry registry;
+  registry.add_collector([&](MetricsSink& sink) {
+    report(health, sink);
+    report(resources, sink);
+    report(alerts, sink);
+    report(shutdown, sink);
+  });
+  ScrapeStats stats;
+  const std::string text = to_prometheus_text(registry, &stats);
+  EXPECT_EQ(stats.dropped, 0u) << stats.first_error;
   test::expect_promtool_clean(text);
 }
 
