@@ -1,0 +1,856 @@
+#include "config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include "bulwark/retry/classifier.h"
+#include "config/units.h"
+
+namespace bulwark::gateway::config {
+namespace {
+
+using Keys = std::initializer_list<std::string_view>;
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string join(Keys keys) {
+  std::string out;
+  for (std::string_view k : keys) {
+    if (!out.empty()) out += ", ";
+    out += k;
+  }
+  return out;
+}
+
+std::optional<Address> parse_address(std::string_view text) {
+  Address a;
+  std::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    a.host = std::string(text.substr(1, close - 1));
+    port_text = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+    a.host = std::string(text.substr(0, colon));
+    if (a.host.find(':') != std::string::npos) return std::nullopt;  // IPv6 needs brackets
+    port_text = text.substr(colon + 1);
+  }
+  unsigned port = 0;
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535 ||
+      a.host.empty()) {
+    return std::nullopt;
+  }
+  a.port = static_cast<uint16_t>(port);
+  return a;
+}
+
+// Walks the YAML tree, converting and checking values, and collects every problem with its
+// position and key path instead of stopping at the first.
+class Loader {
+ public:
+  Loader(std::string file, EnvLookup env) : file_(std::move(file)), env_(env) {}
+
+  std::vector<Diagnostic> diagnostics;
+
+  void error(const YAML::Node& at, const std::string& path, std::string message) {
+    Diagnostic d;
+    d.file = file_;
+    if (at.IsDefined() && !at.Mark().is_null()) {
+      d.line = at.Mark().line + 1;
+      d.column = at.Mark().column + 1;
+    }
+    d.path = path;
+    d.message = std::move(message);
+    diagnostics.push_back(std::move(d));
+  }
+
+  bool expect_map(const YAML::Node& node, const std::string& path) {
+    if (node.IsMap()) return true;
+    error(node, path, "expected a mapping ({key: value, ...})");
+    return false;
+  }
+  bool expect_sequence(const YAML::Node& node, const std::string& path) {
+    if (node.IsSequence()) return true;
+    error(node, path, "expected a list ([a, b] or '- item' lines)");
+    return false;
+  }
+
+  // Reports every key of `map` that is not in `allowed`, suggesting the nearest allowed key.
+  void check_keys(const YAML::Node& map, const std::string& path, Keys allowed) {
+    for (const auto& kv : map) {
+      const std::string key = kv.first.Scalar();
+      if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+      std::string message = "unknown key '" + key + "'";
+      std::string_view best;
+      std::size_t best_distance = 3;
+      for (std::string_view k : allowed) {
+        const std::size_t dist = edit_distance(key, k);
+        if (dist < best_distance) {
+          best_distance = dist;
+          best = k;
+        }
+      }
+      if (!best.empty()) {
+        message += "; did you mean '" + std::string(best) + "'?";
+      } else {
+        message += " (allowed: " + join(allowed) + ")";
+      }
+      error(kv.first, child(path, key), std::move(message));
+    }
+  }
+
+  // The scalar's text with ${VAR} expanded; nullopt (and an error) if not a scalar.
+  std::optional<std::string> scalar(const YAML::Node& node, const std::string& path) {
+    if (!node.IsScalar()) {
+      error(node, path, "expected a single value");
+      return std::nullopt;
+    }
+    const std::string& raw = node.Scalar();
+    std::string out;
+    out.reserve(raw.size());
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] != '$') {
+        out += raw[i];
+        continue;
+      }
+      if (i + 1 < raw.size() && raw[i + 1] == '$') {
+        out += '$';
+        ++i;
+        continue;
+      }
+      if (i + 1 < raw.size() && raw[i + 1] == '{') {
+        const auto close = raw.find('}', i + 2);
+        if (close == std::string::npos) {
+          error(node, path, "unterminated ${...} in '" + raw + "'");
+          return std::nullopt;
+        }
+        const std::string name = raw.substr(i + 2, close - i - 2);
+        const auto value = env_(name);
+        if (!value) {
+          error(node, path, "environment variable '" + name + "' is not set");
+          return std::nullopt;
+        }
+        out += *value;
+        i = close;
+        continue;
+      }
+      out += '$';
+    }
+    return out;
+  }
+
+  static std::string child(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string(key) : path + "." + std::string(key);
+  }
+  static std::string index(const std::string& path, std::size_t i) {
+    return path + "[" + std::to_string(i) + "]";
+  }
+
+  // Reads map[key] with `convert` if present; reports "expected <what>" on failure.
+  template <class T, class Convert>
+  void field(const YAML::Node& map, std::string_view key, const std::string& path, T& out,
+             Convert convert, std::string_view what) {
+    const YAML::Node node = map[std::string(key)];
+    if (!node.IsDefined() || node.IsNull()) return;
+    const std::string p = child(path, key);
+    const auto text = scalar(node, p);
+    if (!text) return;
+    auto value = convert(*text);
+    if (!value) {
+      error(node, p, "expected " + std::string(what) + ", got '" + *text + "'");
+      return;
+    }
+    out = std::move(*value);
+  }
+
+  void duration(const YAML::Node& m, std::string_view key, const std::string& path, Duration& out,
+                bool allow_zero = false) {
+    field(
+        m, key, path, out,
+        [&](const std::string& s) -> std::optional<Duration> {
+          auto d = parse_duration(s);
+          if (d && *d == Duration::zero() && !allow_zero) return std::nullopt;
+          return d;
+        },
+        allow_zero ? "a duration such as 250ms, 5s or 2m"
+                   : "a positive duration such as 250ms, 5s or 2m");
+  }
+  void optional_duration(const YAML::Node& m, std::string_view key, const std::string& path,
+                         std::optional<Duration>& out) {
+    Duration d{};
+    const std::size_t before = diagnostics.size();
+    if (!m[std::string(key)].IsDefined()) return;
+    duration(m, key, path, d);
+    if (diagnostics.size() == before) out = d;
+  }
+  void size(const YAML::Node& m, std::string_view key, const std::string& path, uint64_t& out) {
+    field(
+        m, key, path, out, [](const std::string& s) { return parse_size(s); },
+        "a size such as 8KiB, 1MiB or a byte count");
+  }
+  template <class Int>
+  void integer(const YAML::Node& m, std::string_view key, const std::string& path, Int& out,
+               uint64_t min, uint64_t max) {
+    field(
+        m, key, path, out,
+        [&](const std::string& s) -> std::optional<Int> {
+          uint64_t v = 0;
+          const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+          if (ec != std::errc() || end != s.data() + s.size() || v < min || v > max) {
+            return std::nullopt;
+          }
+          return static_cast<Int>(v);
+        },
+        "an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  void number(const YAML::Node& m, std::string_view key, const std::string& path, double& out,
+              double min, double max) {
+    field(
+        m, key, path, out,
+        [&](const std::string& s) -> std::optional<double> {
+          double v = 0;
+          const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+          if (ec != std::errc() || end != s.data() + s.size() || !(v >= min && v <= max)) {
+            return std::nullopt;
+          }
+          return v;
+        },
+        "a number from " + trim_number(min) + " to " + trim_number(max));
+  }
+  void fraction(const YAML::Node& m, std::string_view key, const std::string& path, double& out) {
+    field(
+        m, key, path, out, [](const std::string& s) { return parse_fraction(s); },
+        "a percentage such as 50% (or a fraction from 0 to 1)");
+  }
+  // For keys named *_percent: "50" and "50%" both mean one half.
+  void percent(const YAML::Node& m, std::string_view key, const std::string& path, double& out) {
+    field(
+        m, key, path, out,
+        [](const std::string& s) -> std::optional<double> {
+          if (!s.empty() && s.back() == '%') return parse_fraction(s);
+          return parse_fraction(s + "%");
+        },
+        "a percentage from 0 to 100 (such as 50 or 50%)");
+  }
+  void rate(const YAML::Node& m, std::string_view key, const std::string& path, double& out) {
+    field(
+        m, key, path, out,
+        [](const std::string& s) -> std::optional<double> {
+          auto r = parse_rate(s);
+          if (r && *r <= 0) return std::nullopt;
+          return r;
+        },
+        "a positive rate such as 100/s or 6000/m");
+  }
+  void boolean(const YAML::Node& m, std::string_view key, const std::string& path, bool& out) {
+    field(
+        m, key, path, out,
+        [](const std::string& s) -> std::optional<bool> {
+          if (s == "true") return true;
+          if (s == "false") return false;
+          return std::nullopt;
+        },
+        "true or false");
+  }
+  void string(const YAML::Node& m, std::string_view key, const std::string& path,
+              std::string& out) {
+    field(
+        m, key, path, out,
+        [](const std::string& s) -> std::optional<std::string> {
+          if (s.empty()) return std::nullopt;
+          return s;
+        },
+        "a non-empty string");
+  }
+  template <class Enum>
+  void choice(const YAML::Node& m, std::string_view key, const std::string& path, Enum& out,
+              std::initializer_list<std::pair<std::string_view, Enum>> choices) {
+    std::string names;
+    for (const auto& c : choices) names += (names.empty() ? "" : " | ") + std::string(c.first);
+    field(
+        m, key, path, out,
+        [&](const std::string& s) -> std::optional<Enum> {
+          for (const auto& c : choices) {
+            if (c.first == s) return c.second;
+          }
+          return std::nullopt;
+        },
+        "one of " + names);
+  }
+  void address(const YAML::Node& m, std::string_view key, const std::string& path, Address& out,
+               bool allow_port_zero) {
+    field(
+        m, key, path, out,
+        [&](const std::string& s) -> std::optional<Address> {
+          auto a = parse_address(s);
+          if (a && a->port == 0 && !allow_port_zero) return std::nullopt;
+          return a;
+        },
+        allow_port_zero ? "host:port (port 0 picks a free port)" : "host:port");
+  }
+  std::vector<std::string> strings(const YAML::Node& m, std::string_view key,
+                                   const std::string& path) {
+    std::vector<std::string> out;
+    const YAML::Node node = m[std::string(key)];
+    if (!node.IsDefined() || node.IsNull()) return out;
+    const std::string p = child(path, key);
+    if (!expect_sequence(node, p)) return out;
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      if (auto s = scalar(node[i], index(p, i))) out.push_back(std::move(*s));
+    }
+    return out;
+  }
+
+  // Calls `body(node, path)` for map[key] if it is present and a mapping with only `keys`.
+  void section(const YAML::Node& m, std::string_view key, const std::string& path, Keys keys,
+               const std::function<void(const YAML::Node&, const std::string&)>& body) {
+    const YAML::Node node = m[std::string(key)];
+    if (!node.IsDefined() || node.IsNull()) return;
+    const std::string p = child(path, key);
+    if (!expect_map(node, p)) return;
+    check_keys(node, p, keys);
+    body(node, p);
+  }
+
+ private:
+  static std::string trim_number(double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  }
+
+  std::string file_;
+  EnvLookup env_;
+};
+
+bool valid_method(std::string_view m) {
+  return !m.empty() && std::all_of(m.begin(), m.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
+}
+
+void load_rate_spec(Loader& l, const YAML::Node& m, const std::string& path, RateSpec& out,
+                    bool required) {
+  if (required && !m["rate"].IsDefined()) l.error(m, path, "missing required key 'rate'");
+  l.rate(m, "rate", path, out.per_second);
+  l.integer(m, "burst", path, out.burst, 1, 1'000'000'000);
+}
+
+Listener load_listener(Loader& l, const YAML::Node& n, const std::string& p) {
+  Listener out;
+  l.check_keys(n, p, {"name", "listen", "limits", "timeouts", "rate_limit"});
+  l.string(n, "name", p, out.name);
+  if (!n["listen"].IsDefined()) l.error(n, p, "missing required key 'listen'");
+  l.address(n, "listen", p, out.listen, true);
+  l.section(n, "limits", p,
+            {"max_header_bytes", "max_headers", "max_uri_bytes", "max_body_bytes",
+             "max_connections", "max_concurrent_requests"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.size(m, "max_header_bytes", q, out.limits.max_header_bytes);
+              l.integer(m, "max_headers", q, out.limits.max_headers, 1, 10000);
+              l.size(m, "max_uri_bytes", q, out.limits.max_uri_bytes);
+              l.size(m, "max_body_bytes", q, out.limits.max_body_bytes);
+              l.integer(m, "max_connections", q, out.limits.max_connections, 1, 10'000'000);
+              l.integer(m, "max_concurrent_requests", q, out.limits.max_concurrent_requests, 1,
+                        10'000'000);
+            });
+  l.section(n, "timeouts", p, {"header_read", "idle", "request"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.duration(m, "header_read", q, out.timeouts.header_read);
+              l.duration(m, "idle", q, out.timeouts.idle);
+              l.duration(m, "request", q, out.timeouts.request);
+            });
+  l.section(n, "rate_limit", p, {"per_client"}, [&](const YAML::Node& m, const std::string& q) {
+    l.section(m, "per_client", q, {"rate", "burst"},
+              [&](const YAML::Node& pc, const std::string& r) {
+                RateSpec spec;
+                load_rate_spec(l, pc, r, spec, true);
+                out.per_client_rate_limit = spec;
+              });
+  });
+  return out;
+}
+
+Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
+  Route out;
+  l.check_keys(n, p,
+               {"name", "match", "cluster", "fallback", "timeouts", "retry", "rate_limit", "cache",
+                "stream", "hedge"});
+  l.string(n, "name", p, out.name);
+  if (!n["cluster"].IsDefined()) l.error(n, p, "missing required key 'cluster'");
+  l.string(n, "cluster", p, out.cluster);
+  out.fallback = l.strings(n, "fallback", p);
+  l.section(n, "match", p, {"path_prefix", "host", "methods"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.string(m, "path_prefix", q, out.match.path_prefix);
+              if (out.match.path_prefix.front() != '/') {
+                l.error(m["path_prefix"], Loader::child(q, "path_prefix"), "must start with '/'");
+              }
+              l.string(m, "host", q, out.match.host);
+              out.match.methods = l.strings(m, "methods", q);
+              for (std::size_t i = 0; i < out.match.methods.size(); ++i) {
+                if (!valid_method(out.match.methods[i])) {
+                  l.error(m["methods"][i], Loader::index(Loader::child(q, "methods"), i),
+                          "expected an upper-case HTTP method such as GET, got '" +
+                              out.match.methods[i] + "'");
+                }
+              }
+            });
+  l.section(n, "timeouts", p, {"request", "per_try", "first_byte", "stream_idle", "stream_total"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.duration(m, "request", q, out.timeouts.request);
+              l.optional_duration(m, "per_try", q, out.timeouts.per_try);
+              l.optional_duration(m, "first_byte", q, out.timeouts.first_byte);
+              l.duration(m, "stream_idle", q, out.timeouts.stream_idle);
+              l.duration(m, "stream_total", q, out.timeouts.stream_total);
+            });
+  l.section(n, "retry", p, {"attempts", "on", "backoff", "budget", "non_idempotent"},
+            [&](const YAML::Node& m, const std::string& q) {
+              RetrySpec r;
+              l.integer(m, "attempts", q, r.attempts, 1, 100);
+              if (m["on"].IsDefined()) {
+                r.on = l.strings(m, "on", q);
+                try {
+                  retry::HttpClassifier check(r.on);
+                } catch (const std::invalid_argument& e) {
+                  l.error(m["on"], Loader::child(q, "on"), e.what());
+                }
+              }
+              l.boolean(m, "non_idempotent", q, r.non_idempotent);
+              l.section(m, "backoff", q, {"kind", "base", "max", "multiplier", "jitter"},
+                        [&](const YAML::Node& b, const std::string& s) {
+                          l.choice(b, "kind", s, r.backoff.kind,
+                                   {{"constant", retry::BackoffKind::constant},
+                                    {"linear", retry::BackoffKind::linear},
+                                    {"exponential", retry::BackoffKind::exponential},
+                                    {"fibonacci", retry::BackoffKind::fibonacci},
+                                    {"decorrelated", retry::BackoffKind::decorrelated}});
+                          l.duration(b, "base", s, r.backoff.base);
+                          l.duration(b, "max", s, r.backoff.max);
+                          l.number(b, "multiplier", s, r.backoff.multiplier, 1, 100);
+                          l.choice(b, "jitter", s, r.backoff.jitter,
+                                   {{"none", retry::Jitter::none},
+                                    {"full", retry::Jitter::full},
+                                    {"equal", retry::Jitter::equal},
+                                    {"proportional", retry::Jitter::proportional}});
+                          try {
+                            retry::Backoff check(r.backoff);
+                          } catch (const std::invalid_argument& e) {
+                            l.error(b, s, e.what());
+                          }
+                        });
+              l.section(m, "budget", q, {"ratio", "min_per_second"},
+                        [&](const YAML::Node& b, const std::string& s) {
+                          l.number(b, "ratio", s, r.budget.ratio, 0, 10);
+                          l.number(b, "min_per_second", s, r.budget.min_per_second, 0, 1e9);
+                        });
+              out.retry = std::move(r);
+            });
+  l.section(n, "rate_limit", p, {"key", "rate", "burst", "scope"},
+            [&](const YAML::Node& m, const std::string& q) {
+              RouteRateLimit rl;
+              if (const auto key = m["key"]; key.IsDefined()) {
+                if (auto text = l.scalar(key, Loader::child(q, "key"))) {
+                  if (*text == "client_ip") {
+                    rl.key = RateLimitKey::client_ip;
+                  } else if (*text == "route") {
+                    rl.key = RateLimitKey::route;
+                  } else if (text->rfind("header:", 0) == 0 && text->size() > 7) {
+                    rl.key = RateLimitKey::header;
+                    rl.header = text->substr(7);
+                  } else {
+                    l.error(key, Loader::child(q, "key"),
+                            "expected client_ip, route or header:<name>, got '" + *text + "'");
+                  }
+                }
+              }
+              load_rate_spec(l, m, q, rl.rate, true);
+              l.choice(m, "scope", q, rl.scope,
+                       {{"local", RateLimitScope::local}, {"global", RateLimitScope::global}});
+              out.rate_limit = std::move(rl);
+            });
+  l.section(n, "cache", p, {"ttl", "max_entry_bytes", "stale_if_error"},
+            [&](const YAML::Node& m, const std::string& q) {
+              RouteCache c;
+              l.duration(m, "ttl", q, c.ttl);
+              l.size(m, "max_entry_bytes", q, c.max_entry_bytes);
+              l.duration(m, "stale_if_error", q, c.stale_if_error, true);
+              out.cache = c;
+            });
+  l.section(n, "stream", p, {"max_chunk_bytes", "max_bytes"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.size(m, "max_chunk_bytes", q, out.stream.max_chunk_bytes);
+              l.size(m, "max_bytes", q, out.stream.max_bytes);
+            });
+  l.section(n, "hedge", p, {"delay", "max_attempts"},
+            [&](const YAML::Node& m, const std::string& q) {
+              HedgeSpec h;
+              l.duration(m, "delay", q, h.delay);
+              l.integer(m, "max_attempts", q, h.max_attempts, 2, 10);
+              out.hedge = h;
+            });
+  return out;
+}
+
+circuit::BreakerOptions load_breaker(Loader& l, const YAML::Node& n, const std::string& p) {
+  circuit::BreakerOptions o;
+  l.check_keys(n, p,
+               {"window", "min_calls", "failure_rate", "slow_call", "consecutive_failures", "open",
+                "half_open"});
+  l.section(n, "window", p, {"type", "size"}, [&](const YAML::Node& m, const std::string& q) {
+    l.choice(m, "type", q, o.window_type,
+             {{"count", circuit::WindowType::count}, {"time", circuit::WindowType::time}});
+    // A time window's size is a duration in whole seconds; a count window's a number of calls.
+    if (o.window_type == circuit::WindowType::time) {
+      Duration d = std::chrono::seconds(o.window_size);
+      l.duration(m, "size", q, d);
+      o.window_size =
+          static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(d).count());
+    } else {
+      l.integer(m, "size", q, o.window_size, 1, circuit::kMaxCountWindow);
+    }
+  });
+  l.integer(n, "min_calls", p, o.min_calls, 1, circuit::kMaxCountWindow);
+  l.fraction(n, "failure_rate", p, o.failure_rate);
+  l.section(n, "slow_call", p, {"duration", "rate"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.duration(m, "duration", q, o.slow_call_duration);
+              l.fraction(m, "rate", q, o.slow_call_rate);
+            });
+  l.integer(n, "consecutive_failures", p, o.consecutive_failures, 0, 1'000'000);
+  l.section(n, "open", p, {"duration", "multiplier", "max"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.duration(m, "duration", q, o.open_duration);
+              l.number(m, "multiplier", q, o.open_multiplier, 1, 100);
+              l.duration(m, "max", q, o.max_open_duration);
+            });
+  l.section(n, "half_open", p, {"probes", "success_threshold", "max_wait"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.integer(m, "probes", q, o.half_open_probes, 1, 10000);
+              l.integer(m, "success_threshold", q, o.success_threshold, 1, 10000);
+              l.duration(m, "max_wait", q, o.half_open_max_wait);
+            });
+  try {
+    circuit::validate(o);
+  } catch (const std::invalid_argument& e) {
+    l.error(n, p, e.what());
+  }
+  return o;
+}
+
+Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
+  Cluster out;
+  l.check_keys(n, p,
+               {"name", "endpoints", "lb", "connect_timeout", "pool", "max_concurrent_requests",
+                "circuit_breaker", "outlier_detection", "health_check"});
+  l.string(n, "name", p, out.name);
+  const YAML::Node eps = n["endpoints"];
+  const std::string ep_path = Loader::child(p, "endpoints");
+  if (!eps.IsDefined() || eps.IsNull()) {
+    l.error(n, p, "missing required key 'endpoints'");
+  } else if (l.expect_sequence(eps, ep_path)) {
+    if (eps.size() == 0) l.error(eps, ep_path, "needs at least one endpoint");
+    for (std::size_t i = 0; i < eps.size(); ++i) {
+      const std::string q = Loader::index(ep_path, i);
+      if (auto text = l.scalar(eps[i], q)) {
+        auto a = parse_address(*text);
+        if (!a || a->port == 0) {
+          l.error(eps[i], q, "expected host:port, got '" + *text + "'");
+        } else {
+          out.endpoints.push_back(std::move(*a));
+        }
+      }
+    }
+  }
+  l.choice(n, "lb", p, out.lb,
+           {{"round_robin", LoadBalancing::round_robin},
+            {"least_request", LoadBalancing::least_request}});
+  l.duration(n, "connect_timeout", p, out.connect_timeout);
+  l.section(n, "pool", p, {"max_per_endpoint", "max_idle", "idle_timeout"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.integer(m, "max_per_endpoint", q, out.pool.max_per_endpoint, 1, 1'000'000);
+              l.integer(m, "max_idle", q, out.pool.max_idle, 0, 1'000'000);
+              l.duration(m, "idle_timeout", q, out.pool.idle_timeout);
+            });
+  l.integer(n, "max_concurrent_requests", p, out.max_concurrent_requests, 1, 10'000'000);
+  if (const YAML::Node cb = n["circuit_breaker"]; cb.IsDefined() && !cb.IsNull()) {
+    const std::string q = Loader::child(p, "circuit_breaker");
+    if (l.expect_map(cb, q)) out.circuit_breaker = load_breaker(l, cb, q);
+  }
+  l.section(n, "outlier_detection", p, {"consecutive_5xx", "base_ejection", "max_ejection_percent"},
+            [&](const YAML::Node& m, const std::string& q) {
+              OutlierDetection od;
+              l.integer(m, "consecutive_5xx", q, od.consecutive_5xx, 1, 1'000'000);
+              l.duration(m, "base_ejection", q, od.base_ejection);
+              l.percent(m, "max_ejection_percent", q, od.max_ejection_percent);
+              out.outlier_detection = od;
+            });
+  l.section(n, "health_check", p,
+            {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold"},
+            [&](const YAML::Node& m, const std::string& q) {
+              HealthCheckSpec hc;
+              l.string(m, "path", q, hc.path);
+              if (hc.path.front() != '/')
+                l.error(m["path"], Loader::child(q, "path"), "must start with '/'");
+              l.duration(m, "interval", q, hc.interval);
+              l.duration(m, "timeout", q, hc.timeout);
+              l.integer(m, "healthy_threshold", q, hc.healthy_threshold, 1, 1000);
+              l.integer(m, "unhealthy_threshold", q, hc.unhealthy_threshold, 1, 1000);
+              out.health_check = hc;
+            });
+  return out;
+}
+
+template <class T, class LoadOne>
+std::vector<T> load_list(Loader& l, const YAML::Node& root, std::string_view key, LoadOne load) {
+  std::vector<T> out;
+  const YAML::Node node = root[std::string(key)];
+  if (!node.IsDefined() || node.IsNull()) return out;
+  const std::string path(key);
+  if (!l.expect_sequence(node, path)) return out;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const std::string p = Loader::index(path, i);
+    if (l.expect_map(node[i], p)) out.push_back(load(l, node[i], p));
+  }
+  return out;
+}
+
+// Names must be present and unique within a list; reports at the duplicate.
+template <class T>
+void check_names(Loader& l, const YAML::Node& root, std::string_view key,
+                 const std::vector<T>& items) {
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::string p = Loader::index(std::string(key), i);
+    const YAML::Node n = root[std::string(key)][i];
+    if (items[i].name.empty()) {
+      if (!n["name"].IsDefined()) l.error(n, p, "missing required key 'name'");
+    } else if (!seen.insert(items[i].name).second) {
+      l.error(n["name"], Loader::child(p, "name"), "duplicate name '" + items[i].name + "'");
+    }
+  }
+}
+
+Config load(Loader& l, const YAML::Node& root) {
+  Config c;
+  if (!root.IsDefined() || root.IsNull()) {
+    l.error(root, "", "the file is empty");
+    return c;
+  }
+  if (!l.expect_map(root, "")) return c;
+  l.check_keys(root, "",
+               {"workers", "admin", "listeners", "routes", "clusters", "cache", "redis", "overload",
+                "alerts", "logging"});
+  l.integer(root, "workers", "", c.workers, 0, 1024);
+  l.section(root, "admin", "", {"listen"}, [&](const YAML::Node& m, const std::string& q) {
+    l.address(m, "listen", q, c.admin, true);
+  });
+  c.listeners = load_list<Listener>(l, root, "listeners", load_listener);
+  c.routes = load_list<Route>(l, root, "routes", load_route);
+  c.clusters = load_list<Cluster>(l, root, "clusters", load_cluster);
+  check_names(l, root, "listeners", c.listeners);
+  check_names(l, root, "routes", c.routes);
+  check_names(l, root, "clusters", c.clusters);
+  if (c.listeners.empty() && !root["listeners"].IsDefined()) {
+    l.error(root, "listeners", "at least one listener is required");
+  }
+  l.section(root, "cache", "", {"max_bytes", "max_entries"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.size(m, "max_bytes", q, c.cache.max_bytes);
+              l.integer(m, "max_entries", q, c.cache.max_entries, 1, 1'000'000'000);
+            });
+  l.section(root, "redis", "", {"address", "timeout", "on_failure", "password"},
+            [&](const YAML::Node& m, const std::string& q) {
+              RedisSpec r;
+              if (!m["address"].IsDefined()) l.error(m, q, "missing required key 'address'");
+              l.address(m, "address", q, r.address, false);
+              l.duration(m, "timeout", q, r.timeout);
+              l.choice(m, "on_failure", q, r.on_failure,
+                       {{"local", RedisFailureMode::local},
+                        {"allow", RedisFailureMode::allow},
+                        {"deny", RedisFailureMode::deny}});
+              l.string(m, "password", q, r.password);
+              c.redis = std::move(r);
+            });
+  l.section(root, "overload", "", {"memory_limit"}, [&](const YAML::Node& m, const std::string& q) {
+    uint64_t limit = 0;
+    l.size(m, "memory_limit", q, limit);
+    if (limit > 0) c.overload.memory_limit = limit;
+  });
+  c.alerts = load_list<AlertSpec>(
+      l, root, "alerts", [](Loader& ll, const YAML::Node& n, const std::string& p) {
+        AlertSpec a;
+        ll.check_keys(n, p, {"name", "metric", "op", "threshold", "for", "severity"});
+        ll.string(n, "name", p, a.name);
+        ll.string(n, "metric", p, a.metric);
+        ll.field(
+            n, "op", p, a.op,
+            [](const std::string& s) -> std::optional<std::string> {
+              if (s == ">" || s == "<" || s == ">=" || s == "<=") return s;
+              return std::nullopt;
+            },
+            "one of > < >= <=");
+        ll.number(n, "threshold", p, a.threshold, -1e300, 1e300);
+        ll.duration(n, "for", p, a.for_duration, true);
+        ll.field(
+            n, "severity", p, a.severity,
+            [](const std::string& s) -> std::optional<std::string> {
+              if (s == "info" || s == "warning" || s == "critical") return s;
+              return std::nullopt;
+            },
+            "one of info | warning | critical");
+        if (!n["metric"].IsDefined()) ll.error(n, p, "missing required key 'metric'");
+        return a;
+      });
+  check_names(l, root, "alerts", c.alerts);
+  l.section(root, "logging", "", {"level", "access"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.field(
+                  m, "level", q, c.logging.level,
+                  [](const std::string& s) -> std::optional<std::string> {
+                    for (const char* lv :
+                         {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+                      if (s == lv) return s;
+                    }
+                    return std::nullopt;
+                  },
+                  "one of trace | debug | info | warn | error | critical | off");
+              l.section(m, "access", q, {"path", "format"},
+                        [&](const YAML::Node& a, const std::string& r) {
+                          l.string(a, "path", r, c.logging.access.path);
+                          l.field(
+                              a, "format", r, c.logging.access.format,
+                              [](const std::string& s) -> std::optional<std::string> {
+                                if (s == "json") return s;
+                                return std::nullopt;
+                              },
+                              "json");
+                        });
+            });
+
+  // References: every route's cluster and fallbacks must exist.
+  for (std::size_t i = 0; i < c.routes.size(); ++i) {
+    const Route& r = c.routes[i];
+    const YAML::Node rn = root["routes"][i];
+    const std::string p = Loader::index("routes", i);
+    if (!r.cluster.empty() && !c.find_cluster(r.cluster)) {
+      l.error(rn["cluster"], Loader::child(p, "cluster"), "no cluster named '" + r.cluster + "'");
+    }
+    for (std::size_t j = 0; j < r.fallback.size(); ++j) {
+      if (!c.find_cluster(r.fallback[j])) {
+        l.error(rn["fallback"][j], Loader::index(Loader::child(p, "fallback"), j),
+                "no cluster named '" + r.fallback[j] + "'");
+      }
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+std::string Address::text() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+const Cluster* Config::find_cluster(std::string_view name) const {
+  for (const Cluster& c : clusters) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+std::string Diagnostic::text() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  out += ": ";
+  if (!path.empty()) out += path + ": ";
+  out += message;
+  return out;
+}
+
+namespace {
+std::string summarize(const std::vector<Diagnostic>& diagnostics) {
+  std::string out;
+  for (const Diagnostic& d : diagnostics) {
+    if (!out.empty()) out += "\n";
+    out += d.text();
+  }
+  return out;
+}
+}  // namespace
+
+ConfigError::ConfigError(std::vector<Diagnostic> diagnostics)
+    : std::runtime_error(summarize(diagnostics)), diagnostics_(std::move(diagnostics)) {}
+
+std::optional<std::string> process_env(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+Config parse(const std::string& text, const std::string& file, EnvLookup env) {
+  Loader loader(file, env);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    Diagnostic d;
+    d.file = file;
+    d.line = e.mark.is_null() ? 0 : e.mark.line + 1;
+    d.column = e.mark.is_null() ? 0 : e.mark.column + 1;
+    d.message = "YAML syntax error: " + e.msg;
+    throw ConfigError({d});
+  }
+  Config config = load(loader, root);
+  if (!loader.diagnostics.empty()) {
+    // In file order, as a reader goes through the file (the loader visits sections in its own
+    // order).
+    std::stable_sort(loader.diagnostics.begin(), loader.diagnostics.end(),
+                     [](const Diagnostic& a, const Diagnostic& b) {
+                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                     });
+    throw ConfigError(std::move(loader.diagnostics));
+  }
+  return config;
+}
+
+Config load_file(const std::string& path, EnvLookup env) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    Diagnostic d;
+    d.file = path;
+    d.message = "cannot open the file";
+    throw ConfigError({d});
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), path, env);
+}
+
+}  // namespace bulwark::gateway::config

@@ -1,0 +1,247 @@
+// The gateway's configuration: the YAML contract of the design (names are stable: extend, never
+// rename), loaded strictly.
+//
+// load_file()/parse() accept exactly the documented keys. Unknown keys, values of the wrong
+// type or unit, out-of-range values and dangling references (a route naming a cluster that
+// does not exist) are all errors; every error names `file:line:col` and the key path
+// (`routes[0].retry.backoff.base`), so a typo can be fixed from the message alone. All errors
+// of a file are collected and reported together (ConfigError::diagnostics()).
+//
+// Units: durations "250ms" "5s" "2m" "1h"; sizes "8KiB" "1MiB" (powers of 1024) or bytes;
+// rates "100/s" "6000/m"; fractions "50%" or 0.5. `${NAME}` in any scalar expands to the
+// environment variable NAME (an unset variable is an error; `$$` is a literal `$`).
+//
+// docs/config.md lists every key with its default.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bulwark/circuit/circuit_breaker.h"
+#include "bulwark/core/clock.h"
+#include "bulwark/retry/backoff.h"
+
+namespace bulwark::gateway::config {
+
+using namespace std::chrono_literals;
+
+struct Address {
+  std::string host;  // IPv4 literal, [IPv6] without brackets, or a name
+  uint16_t port = 0;
+  std::string text() const;  // "host:port" ("[::1]:80" for IPv6)
+  friend bool operator==(const Address&, const Address&) = default;
+};
+
+struct ListenerLimits {
+  uint64_t max_header_bytes = 8 * 1024;
+  uint32_t max_headers = 100;
+  uint64_t max_uri_bytes = 2 * 1024;
+  uint64_t max_body_bytes = 100ull * 1024 * 1024;
+  uint32_t max_connections = 10000;
+  uint32_t max_concurrent_requests = 1000;
+};
+
+struct ListenerTimeouts {
+  Duration header_read = 10s;
+  Duration idle = 60s;
+  Duration request = 30s;
+};
+
+struct RateSpec {
+  double per_second = 0;  // from "100/s"
+  uint64_t burst = 0;     // 0: defaults to max(1, per_second)
+};
+
+struct Listener {
+  std::string name;
+  Address listen;
+  ListenerLimits limits;
+  ListenerTimeouts timeouts;
+  std::optional<RateSpec> per_client_rate_limit;  // rate_limit.per_client
+};
+
+struct RouteMatch {
+  std::string path_prefix = "/";
+  std::string host = "*";            // "*" any, "*.example.com" suffix, or exact
+  std::vector<std::string> methods;  // empty: any method
+};
+
+struct RouteTimeouts {
+  Duration request = 30s;
+  std::optional<Duration> per_try;
+  std::optional<Duration> first_byte;
+  Duration stream_idle = 30s;
+  Duration stream_total = 10min;
+};
+
+struct RetryBudgetSpec {
+  double ratio = 0.2;
+  double min_per_second = 10;
+};
+
+struct RetrySpec {
+  uint32_t attempts = 3;  // counts the first try
+  std::vector<std::string> on = {
+      "connect-failure", "reset", "per-try-timeout", "502", "503", "504"};
+  retry::BackoffOptions backoff;
+  RetryBudgetSpec budget;
+  bool non_idempotent = false;  // allow retrying non-idempotent methods once sent
+};
+
+enum class RateLimitKey { client_ip, route, header };
+enum class RateLimitScope { local, global };
+
+struct RouteRateLimit {
+  RateLimitKey key = RateLimitKey::client_ip;
+  std::string header;  // key: header:<name>
+  RateSpec rate;
+  RateLimitScope scope = RateLimitScope::local;
+};
+
+struct RouteCache {
+  Duration ttl = 60s;
+  uint64_t max_entry_bytes = 1024 * 1024;
+  Duration stale_if_error = 0s;
+};
+
+struct StreamSpec {
+  uint64_t max_chunk_bytes = 64 * 1024;
+  uint64_t max_bytes = 1ull << 30;
+};
+
+struct HedgeSpec {
+  Duration delay = 50ms;
+  uint32_t max_attempts = 2;
+};
+
+struct Route {
+  std::string name;
+  RouteMatch match;
+  std::string cluster;
+  std::vector<std::string> fallback;
+  RouteTimeouts timeouts;
+  std::optional<RetrySpec> retry;
+  std::optional<RouteRateLimit> rate_limit;
+  std::optional<RouteCache> cache;
+  StreamSpec stream;
+  std::optional<HedgeSpec> hedge;
+};
+
+enum class LoadBalancing { round_robin, least_request };
+
+struct PoolSpec {
+  uint32_t max_per_endpoint = 64;
+  uint32_t max_idle = 16;
+  Duration idle_timeout = 60s;
+};
+
+struct OutlierDetection {
+  uint32_t consecutive_5xx = 5;
+  Duration base_ejection = 30s;
+  double max_ejection_percent = 0.5;  // fraction
+};
+
+struct HealthCheckSpec {
+  std::string path = "/healthz";
+  Duration interval = 5s;
+  Duration timeout = 1s;
+  uint32_t healthy_threshold = 2;
+  uint32_t unhealthy_threshold = 3;
+};
+
+struct Cluster {
+  std::string name;
+  std::vector<Address> endpoints;
+  LoadBalancing lb = LoadBalancing::round_robin;
+  Duration connect_timeout = 1s;
+  PoolSpec pool;
+  uint32_t max_concurrent_requests = 1000;
+  std::optional<circuit::BreakerOptions> circuit_breaker;
+  std::optional<OutlierDetection> outlier_detection;
+  std::optional<HealthCheckSpec> health_check;
+};
+
+struct CacheSpec {
+  uint64_t max_bytes = 256ull * 1024 * 1024;
+  uint64_t max_entries = 100000;
+};
+
+enum class RedisFailureMode { local, allow, deny };
+
+struct RedisSpec {
+  Address address;
+  Duration timeout = 5ms;
+  RedisFailureMode on_failure = RedisFailureMode::local;
+  std::string password;  // secret: redacted by /config
+};
+
+struct OverloadSpec {
+  std::optional<uint64_t> memory_limit;  // bytes; default: cgroup memory.max
+};
+
+struct AlertSpec {
+  std::string name;
+  std::string metric;
+  std::string op = ">";
+  double threshold = 0;
+  Duration for_duration = 0s;  // key `for`
+  std::string severity = "warning";
+};
+
+struct AccessLogSpec {
+  std::string path = "stdout";
+  std::string format = "json";
+};
+
+struct LoggingSpec {
+  std::string level = "info";
+  AccessLogSpec access;
+};
+
+struct Config {
+  uint32_t workers = 0;  // 0: number of cores
+  Address admin{"127.0.0.1", 9901};
+  std::vector<Listener> listeners;
+  std::vector<Route> routes;
+  std::vector<Cluster> clusters;
+  CacheSpec cache;
+  std::optional<RedisSpec> redis;
+  OverloadSpec overload;
+  std::vector<AlertSpec> alerts;
+  LoggingSpec logging;
+
+  const Cluster* find_cluster(std::string_view name) const;
+};
+
+struct Diagnostic {
+  std::string file;
+  int line = 0;      // 1-based; 0 when unknown
+  int column = 0;    // 1-based
+  std::string path;  // key path, e.g. routes[0].retry.backoff.base
+  std::string message;
+  std::string text() const;  // "file:line:col: path: message"
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<Diagnostic> diagnostics);
+  const std::vector<Diagnostic>& diagnostics() const noexcept { return diagnostics_; }
+
+ private:
+  std::vector<Diagnostic> diagnostics_;
+};
+
+// Environment lookup, injectable for tests. Returns nullopt for an unset variable.
+using EnvLookup = std::optional<std::string> (*)(const std::string& name);
+std::optional<std::string> process_env(const std::string& name);
+
+// Parses YAML text; `file` names it in diagnostics. Throws ConfigError.
+Config parse(const std::string& text, const std::string& file, EnvLookup env = process_env);
+// Reads and parses a file. Throws ConfigError (also for an unreadable file).
+Config load_file(const std::string& path, EnvLookup env = process_env);
+
+}  // namespace bulwark::gateway::config

@@ -1,0 +1,347 @@
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+namespace bulwark::gateway::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::optional<std::string> test_env(const std::string& name) {
+  if (name == "UPSTREAM") return std::string("127.0.0.1:9001");
+  if (name == "REDIS_PASSWORD") return std::string("s3cret");
+  return std::nullopt;
+}
+
+Config parse_ok(const std::string& yaml) { return parse(yaml, "test.yaml", test_env); }
+
+// Parses `yaml`, expecting failure, and returns the diagnostics' texts.
+std::vector<std::string> errors(const std::string& yaml) {
+  try {
+    parse(yaml, "test.yaml", test_env);
+  } catch (const ConfigError& e) {
+    std::vector<std::string> out;
+    for (const auto& d : e.diagnostics()) out.push_back(d.text());
+    return out;
+  }
+  ADD_FAILURE() << "expected a ConfigError for:\n" << yaml;
+  return {};
+}
+
+const char* kMinimal = R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - {name: api, cluster: backend}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+)";
+
+TEST(Config, MinimalFileGetsTheDocumentedDefaults) {
+  const Config c = parse_ok(kMinimal);
+  EXPECT_EQ(c.workers, 0u);
+  EXPECT_EQ(c.admin.text(), "127.0.0.1:9901");
+  ASSERT_EQ(c.listeners.size(), 1u);
+  const Listener& l = c.listeners[0];
+  EXPECT_EQ(l.listen.text(), "127.0.0.1:8080");
+  EXPECT_EQ(l.limits.max_header_bytes, 8u * 1024);
+  EXPECT_EQ(l.limits.max_headers, 100u);
+  EXPECT_EQ(l.limits.max_uri_bytes, 2u * 1024);
+  EXPECT_EQ(l.limits.max_body_bytes, 100u << 20);
+  EXPECT_EQ(l.timeouts.header_read, 10s);
+  EXPECT_EQ(l.timeouts.idle, 60s);
+  ASSERT_EQ(c.routes.size(), 1u);
+  const Route& r = c.routes[0];
+  EXPECT_EQ(r.match.path_prefix, "/");
+  EXPECT_EQ(r.match.host, "*");
+  EXPECT_TRUE(r.match.methods.empty());
+  EXPECT_EQ(r.timeouts.request, 30s);
+  EXPECT_FALSE(r.retry.has_value());
+  EXPECT_EQ(r.stream.max_chunk_bytes, 64u * 1024);
+  ASSERT_EQ(c.clusters.size(), 1u);
+  EXPECT_EQ(c.clusters[0].lb, LoadBalancing::round_robin);
+  EXPECT_EQ(c.clusters[0].pool.max_per_endpoint, 64u);
+  EXPECT_FALSE(c.clusters[0].circuit_breaker.has_value());
+  EXPECT_EQ(c.find_cluster("backend"), &c.clusters[0]);
+  EXPECT_EQ(c.find_cluster("nope"), nullptr);
+}
+
+// The design's example file, verbatim apart from the alert metric.
+const char* kFull = R"(
+workers: 1
+admin: {listen: 127.0.0.1:9901}
+listeners:
+  - name: public
+    listen: 127.0.0.1:8080
+    limits: {max_header_bytes: 8KiB, max_headers: 100, max_uri_bytes: 2KiB, max_body_bytes: 100MiB,
+             max_connections: 10000, max_concurrent_requests: 1000}
+    timeouts: {header_read: 10s, idle: 60s, request: 30s}
+    rate_limit: {per_client: {rate: 100/s, burst: 200}}
+routes:
+  - name: api
+    match: {path_prefix: /, host: "*", methods: [GET, HEAD, POST]}
+    cluster: backend
+    fallback: [backup]
+    timeouts: {request: 30s, per_try: 5s, stream_idle: 30s, stream_total: 10m}
+    retry: {attempts: 3, on: [connect-failure, reset, per-try-timeout, 502, 503, 504],
+            backoff: {base: 25ms, max: 250ms, jitter: full}, budget: {ratio: 0.2, min_per_second: 10}}
+    rate_limit: {key: client_ip, rate: 10/s, burst: 20, scope: local}
+    cache: {ttl: 60s, max_entry_bytes: 1MiB}
+    stream: {max_chunk_bytes: 64KiB, max_bytes: 1GiB}
+    hedge: {delay: 50ms, max_attempts: 2}
+clusters:
+  - name: backend
+    endpoints: [127.0.0.1:9001]
+    lb: round_robin
+    connect_timeout: 1s
+    pool: {max_per_endpoint: 64, max_idle: 16, idle_timeout: 60s}
+    max_concurrent_requests: 1000
+    circuit_breaker: {window: {type: count, size: 100}, min_calls: 20, failure_rate: 50%,
+                      slow_call: {duration: 2s, rate: 80%}, consecutive_failures: 5,
+                      open: {duration: 30s, multiplier: 2, max: 5m},
+                      half_open: {probes: 3, success_threshold: 2, max_wait: 10s}}
+    outlier_detection: {consecutive_5xx: 5, base_ejection: 30s, max_ejection_percent: 50}
+    health_check: {path: /healthz, interval: 5s, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 3}
+  - name: backup
+    endpoints: ["${UPSTREAM}"]
+cache: {max_bytes: 256MiB, max_entries: 100000}
+redis: {address: 127.0.0.1:6379, timeout: 5ms, on_failure: local, password: "${REDIS_PASSWORD}"}
+overload: {memory_limit: 1GiB}
+alerts: [{name: high_5xx, metric: bulwark_requests_5xx_ratio, op: ">", threshold: 0.05, for: 60s, severity: critical}]
+logging: {level: info, access: {path: stdout, format: json}}
+)";
+
+TEST(Config, TheDesignExampleLoadsWithEveryValue) {
+  const Config c = parse_ok(kFull);
+  EXPECT_EQ(c.workers, 1u);
+  const Listener& l = c.listeners[0];
+  ASSERT_TRUE(l.per_client_rate_limit.has_value());
+  EXPECT_DOUBLE_EQ(l.per_client_rate_limit->per_second, 100.0);
+  EXPECT_EQ(l.per_client_rate_limit->burst, 200u);
+  const Route& r = c.routes[0];
+  EXPECT_EQ(r.match.methods, (std::vector<std::string>{"GET", "HEAD", "POST"}));
+  EXPECT_EQ(r.fallback, (std::vector<std::string>{"backup"}));
+  EXPECT_EQ(r.timeouts.per_try, Duration(5s));
+  EXPECT_EQ(r.timeouts.stream_total, 10min);
+  ASSERT_TRUE(r.retry.has_value());
+  EXPECT_EQ(r.retry->attempts, 3u);
+  EXPECT_EQ(r.retry->on.size(), 6u);
+  EXPECT_EQ(r.retry->backoff.base, 25ms);
+  EXPECT_EQ(r.retry->backoff.max, 250ms);
+  EXPECT_EQ(r.retry->backoff.jitter, retry::Jitter::full);
+  EXPECT_DOUBLE_EQ(r.retry->budget.ratio, 0.2);
+  ASSERT_TRUE(r.rate_limit.has_value());
+  EXPECT_EQ(r.rate_limit->key, RateLimitKey::client_ip);
+  EXPECT_DOUBLE_EQ(r.rate_limit->rate.per_second, 10.0);
+  EXPECT_EQ(r.rate_limit->rate.burst, 20u);
+  EXPECT_EQ(r.cache->max_entry_bytes, 1u << 20);
+  EXPECT_EQ(r.stream.max_bytes, 1ull << 30);
+  EXPECT_EQ(r.hedge->delay, 50ms);
+  const Cluster& b = c.clusters[0];
+  ASSERT_TRUE(b.circuit_breaker.has_value());
+  EXPECT_EQ(b.circuit_breaker->window_type, circuit::WindowType::count);
+  EXPECT_EQ(b.circuit_breaker->window_size, 100u);
+  EXPECT_DOUBLE_EQ(b.circuit_breaker->failure_rate, 0.5);
+  EXPECT_EQ(b.circuit_breaker->slow_call_duration, 2s);
+  EXPECT_DOUBLE_EQ(b.circuit_breaker->slow_call_rate, 0.8);
+  EXPECT_EQ(b.circuit_breaker->consecutive_failures, 5u);
+  EXPECT_EQ(b.circuit_breaker->open_duration, 30s);
+  EXPECT_DOUBLE_EQ(b.circuit_breaker->open_multiplier, 2.0);
+  EXPECT_EQ(b.circuit_breaker->max_open_duration, 5min);
+  EXPECT_EQ(b.circuit_breaker->half_open_max_wait, 10s);
+  EXPECT_DOUBLE_EQ(b.outlier_detection->max_ejection_percent, 0.5);
+  EXPECT_EQ(b.health_check->unhealthy_threshold, 3u);
+  EXPECT_EQ(c.clusters[1].endpoints[0].text(), "127.0.0.1:9001");  // from ${UPSTREAM}
+  EXPECT_EQ(c.redis->password, "s3cret");
+  EXPECT_EQ(c.overload.memory_limit, 1ull << 30);
+  ASSERT_EQ(c.alerts.size(), 1u);
+  EXPECT_EQ(c.alerts[0].for_duration, 60s);
+  EXPECT_EQ(c.alerts[0].severity, "critical");
+}
+
+TEST(Config, UnknownKeyNamesPositionPathAndSuggestion) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - name: api
+    cluster: backend
+    retry: {attempts: 3, backof: {base: 25ms}}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+)");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0],
+            "test.yaml:7:26: routes[0].retry.backof: unknown key 'backof'; did you mean "
+            "'backoff'?");
+}
+
+TEST(Config, BadValuesNameTheExpectedForm) {
+  const auto e = errors(R"(
+listeners:
+  - name: public
+    listen: 127.0.0.1:8080
+    timeouts: {header_read: 10}
+    limits: {max_header_bytes: 8kb}
+routes:
+  - {name: api, cluster: backend, rate_limit: {rate: fast}}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001], lb: random}
+)");
+  ASSERT_EQ(e.size(), 4u);
+  EXPECT_EQ(e[0],
+            "test.yaml:5:29: listeners[0].timeouts.header_read: expected a positive duration "
+            "such as 250ms, 5s or 2m, got '10'");
+  EXPECT_EQ(e[1],
+            "test.yaml:6:32: listeners[0].limits.max_header_bytes: expected a size such as 8KiB, "
+            "1MiB or a byte count, got '8kb'");
+  EXPECT_EQ(e[2],
+            "test.yaml:8:54: routes[0].rate_limit.rate: expected a positive rate such as 100/s or "
+            "6000/m, got 'fast'");
+  EXPECT_EQ(e[3],
+            "test.yaml:10:54: clusters[0].lb: expected one of round_robin | least_request, got "
+            "'random'");
+}
+
+TEST(Config, DanglingReferencesAreErrors) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - {name: api, cluster: backedn, fallback: [backend, spare]}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+)");
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0], "test.yaml:5:26: routes[0].cluster: no cluster named 'backedn'");
+  EXPECT_EQ(e[1], "test.yaml:5:55: routes[0].fallback[1]: no cluster named 'spare'");
+}
+
+TEST(Config, DuplicateAndMissingNames) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - {name: api, cluster: backend}
+  - {name: api, cluster: backend}
+clusters:
+  - {endpoints: [127.0.0.1:9001], name: backend}
+  - {endpoints: [127.0.0.1:9002]}
+)");
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0], "test.yaml:6:12: routes[1].name: duplicate name 'api'");
+  EXPECT_EQ(e[1], "test.yaml:9:5: clusters[1]: missing required key 'name'");
+}
+
+TEST(Config, UnsetEnvironmentVariableIsAnError) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: "${LISTEN_ADDR}"}
+)");
+  ASSERT_GE(e.size(), 1u);
+  EXPECT_EQ(e[0],
+            "test.yaml:3:28: listeners[0].listen: environment variable 'LISTEN_ADDR' is not set");
+}
+
+TEST(Config, DollarDollarIsALiteralDollar) {
+  const Config c =
+      parse_ok(std::string(kMinimal) + "redis: {address: 127.0.0.1:6379, password: \"a$$b\"}\n");
+  EXPECT_EQ(c.redis->password, "a$b");
+}
+
+TEST(Config, BreakerConstraintsAreCheckedWithTheirPath) {
+  const auto e = errors(std::string(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+clusters:
+  - name: backend
+    endpoints: [127.0.0.1:9001]
+    circuit_breaker: {half_open: {probes: 2, success_threshold: 3}}
+)"));
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("test.yaml:7:22: clusters[0].circuit_breaker: "), std::string::npos) << e[0];
+  EXPECT_NE(e[0].find("success_threshold"), std::string::npos) << e[0];
+}
+
+TEST(Config, RetryOnNamesAreValidated) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - {name: api, cluster: backend, retry: {on: [reset, 5xx, connect-fail]}}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+)");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("test.yaml:5:47: routes[0].retry.on: "), std::string::npos) << e[0];
+  EXPECT_NE(e[0].find("connect-fail"), std::string::npos) << e[0];
+}
+
+TEST(Config, TimeWindowSizeIsADuration) {
+  const Config c = parse_ok(std::string(kMinimal) + R"(
+  - name: timed
+    endpoints: [127.0.0.1:9002]
+    circuit_breaker: {window: {type: time, size: 1m}, min_calls: 5}
+)");
+  ASSERT_EQ(c.clusters.size(), 2u);
+  EXPECT_EQ(c.clusters[1].circuit_breaker->window_type, circuit::WindowType::time);
+  EXPECT_EQ(c.clusters[1].circuit_breaker->window_size, 60u);
+}
+
+TEST(Config, StructuralErrors) {
+  EXPECT_EQ(errors("")[0], "test.yaml: the file is empty");
+  EXPECT_EQ(errors("- a\n- b\n")[0], "test.yaml:1:1: expected a mapping ({key: value, ...})");
+  EXPECT_EQ(errors("listeners: {name: x}\n")[0],
+            "test.yaml:1:12: listeners: expected a list ([a, b] or '- item' lines)");
+  const auto syntax = errors("listeners: [\n");
+  ASSERT_EQ(syntax.size(), 1u);
+  EXPECT_NE(syntax[0].find("YAML syntax error"), std::string::npos) << syntax[0];
+  EXPECT_EQ(errors("workers: 1\n")[0],
+            "test.yaml:1:1: listeners: at least one listener is required");
+}
+
+TEST(Config, AddressForms) {
+  const Config c = parse_ok(R"(
+admin: {listen: "[::1]:0"}
+listeners:
+  - {name: public, listen: "localhost:0"}
+)");
+  EXPECT_EQ(c.admin.host, "::1");
+  EXPECT_EQ(c.admin.port, 0);
+  EXPECT_EQ(c.admin.text(), "[::1]:0");
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: "::1:80"}
+clusters:
+  - {name: b, endpoints: ["127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1"]}
+)");
+  ASSERT_EQ(e.size(), 4u);
+  EXPECT_NE(e[0].find("listeners[0].listen: expected host:port"), std::string::npos) << e[0];
+  EXPECT_NE(e[1].find("clusters[0].endpoints[0]"), std::string::npos) << e[1];
+  EXPECT_NE(e[2].find("clusters[0].endpoints[1]"), std::string::npos) << e[2];
+  EXPECT_NE(e[3].find("clusters[0].endpoints[2]"), std::string::npos) << e[3];
+}
+
+TEST(Config, LoadFileReportsAnUnreadableFile) {
+  try {
+    load_file("/nonexistent/bulwark.yaml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "/nonexistent/bulwark.yaml: cannot open the file");
+  }
+}
+
+TEST(Config, LoadFileReadsAFile) {
+  const std::string path = ::testing::TempDir() + "/bulwark_config_test.yaml";
+  {
+    std::ofstream out(path);
+    out << kMinimal;
+  }
+  const Config c = load_file(path, test_env);
+  EXPECT_EQ(c.routes[0].cluster, "backend");
+}
+
+}  // namespace
+}  // namespace bulwark::gateway::config
