@@ -1,0 +1,317 @@
+#include "http/hygiene.h"
+
+#include <boost/url/parse.hpp>
+#include <vector>
+
+namespace bulwark::gateway::http {
+namespace {
+
+constexpr Verdict refuse(int status, std::string_view reason) { return Verdict{status, reason}; }
+
+constexpr Verdict kUriTooLong = refuse(414, "uri_too_long");
+constexpr Verdict kBadTarget = refuse(400, "bad_request_target");
+constexpr Verdict kBadCharacters = refuse(400, "bad_characters");
+constexpr Verdict kBadEncoding = refuse(400, "bad_encoding");
+constexpr Verdict kEncodedNull = refuse(400, "encoded_null");
+constexpr Verdict kTraversal = refuse(400, "path_traversal");
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) noexcept {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// Decodes %XX once. The caller has already checked that every '%' starts a valid escape.
+std::string decode_once(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// True for UTF-8 sequences that encode a character in more bytes than needed: the classic way
+// to write '.' as C0 AE and '/' as C0 AF past a filter that only looks for the short form.
+bool has_overlong_utf8(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b == 0xC0 || b == 0xC1) return true;
+    if (i + 1 < s.size()) {
+      const auto n = static_cast<unsigned char>(s[i + 1]);
+      if (b == 0xE0 && n < 0xA0) return true;
+      if (b == 0xF0 && n < 0x90) return true;
+    }
+  }
+  return false;
+}
+
+// `%25` followed by the escape of '.', '/', '\', NUL or '%' itself: a path meant to be decoded
+// twice (or more) so that the second decoding produces what the first check refused.
+bool has_double_encoding(std::string_view s) noexcept {
+  for (std::size_t i = 0; i + 4 < s.size(); ++i) {
+    if (s[i] != '%' || s[i + 1] != '2' || s[i + 2] != '5') continue;
+    const char a = s[i + 3];
+    const char b = lower(s[i + 4]);
+    if ((a == '2' && (b == 'e' || b == 'f' || b == '5')) || (a == '5' && b == 'c') ||
+        (a == '0' && b == '0')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool is_unreserved_or_allowed(unsigned char c) noexcept {
+  if (c <= 0x20 || c >= 0x7F) return false;
+  switch (c) {
+    case '"':
+    case '<':
+    case '>':
+    case '^':
+    case '`':
+    case '{':
+    case '|':
+    case '}':
+      return false;
+    default:
+      return true;
+  }
+}
+
+}  // namespace
+
+bool is_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+TargetResult check_target(std::string_view target, std::string_view method,
+                          std::size_t max_uri_bytes) {
+  TargetResult r;
+  if (target.size() > max_uri_bytes) return {kUriTooLong, {}};
+  if (target.empty()) return {kBadTarget, {}};
+  if (target == "*") {
+    if (method != "OPTIONS") return {kBadTarget, {}};
+    r.target.asterisk = true;
+    r.target.path = "*";
+    return r;
+  }
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    const auto c = static_cast<unsigned char>(target[i]);
+    if (c == '\\') return {kTraversal, {}};  // only ever sent to smuggle a separator
+    if (!is_unreserved_or_allowed(c)) return {kBadCharacters, {}};
+    if (c == '%') {
+      if (i + 2 >= target.size() || hex_value(target[i + 1]) < 0 || hex_value(target[i + 2]) < 0) {
+        return {kBadEncoding, {}};
+      }
+      if (target[i + 1] == '0' && target[i + 2] == '0') return {kEncodedNull, {}};
+      const char a = target[i + 1];
+      const char b = lower(target[i + 2]);
+      if (a == '5' && b == 'c') return {kTraversal, {}};  // encoded backslash
+    }
+  }
+  if (has_double_encoding(target)) return {kTraversal, {}};
+
+  // absolute-form: take the authority out, keep the path (a proxy must accept it, RFC 9112 §3.2.2).
+  std::string_view origin = target;
+  if (istarts_with(target, "http://") || istarts_with(target, "https://")) {
+    const std::size_t start = target.find("://") + 3;
+    const std::size_t end = target.find_first_of("/?", start);
+    r.target.authority = std::string(target.substr(start, end - start));
+    if (r.target.authority.empty()) return {kBadTarget, {}};
+    origin = end == std::string_view::npos ? std::string_view("/") : target.substr(end);
+    if (origin.front() == '?') return {kBadTarget, {}};
+  } else if (target.front() != '/') {
+    return {kBadTarget, {}};
+  }
+  if (!boost::urls::parse_origin_form(origin)) return {kBadTarget, {}};
+
+  const std::size_t q = origin.find('?');
+  const std::string_view path = origin.substr(0, q);
+  if (q != std::string_view::npos) {
+    r.target.has_query = true;
+    r.target.query = std::string(origin.substr(q + 1));
+  }
+  if (has_overlong_utf8(decode_once(path))) return {kTraversal, {}};
+
+  // Resolve dot segments on the encoded path, judging each segment by its decoded value.
+  std::vector<std::string_view> stack;
+  bool trailing_slash = false;
+  std::size_t pos = 1;  // path starts with '/'
+  for (;;) {
+    const std::size_t slash = path.find('/', pos);
+    const std::string_view seg =
+        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    const bool last = slash == std::string_view::npos;
+    const std::string decoded = decode_once(seg);
+    if (decoded.find('/') != std::string::npos) {
+      // An encoded '/' inside a segment: harmless unless the pieces it separates climb.
+      std::size_t p = 0;
+      for (;;) {
+        const std::size_t s = decoded.find('/', p);
+        if (decoded.substr(p, s == std::string::npos ? std::string::npos : s - p) == "..") {
+          return {kTraversal, {}};
+        }
+        if (s == std::string::npos) break;
+        p = s + 1;
+      }
+    }
+    if (decoded == ".") {
+      trailing_slash = last;
+    } else if (decoded == "..") {
+      if (stack.empty()) return {kTraversal, {}};
+      stack.pop_back();
+      trailing_slash = last;
+    } else if (seg.empty()) {
+      trailing_slash = last;  // "//" collapses; a final "/" is kept
+    } else {
+      stack.push_back(seg);
+      trailing_slash = false;
+    }
+    if (last) break;
+    pos = slash + 1;
+  }
+  std::string& out = r.target.path;
+  out.reserve(path.size());
+  for (std::string_view seg : stack) {
+    out += '/';
+    out += seg;
+  }
+  if (out.empty() || trailing_slash) out += '/';
+  return r;
+}
+
+Verdict check_headers(std::span<const HeaderField> fields, int http_minor,
+                      const HeaderLimits& limits, Framing* framing) {
+  if (fields.size() > limits.max_headers) return refuse(431, "too_many_headers");
+  std::size_t bytes = 0;
+  for (const HeaderField& f : fields) bytes += f.name.size() + f.value.size() + 4;  // ": " CRLF
+  if (bytes > limits.max_header_bytes) return refuse(431, "headers_too_large");
+
+  int hosts = 0;
+  int content_lengths = 0;
+  std::optional<uint64_t> length;
+  std::vector<std::string_view> codings;
+  for (const HeaderField& f : fields) {
+    if (!is_token(f.name)) return refuse(400, "bad_header_name");
+    for (char ch : f.value) {
+      const auto c = static_cast<unsigned char>(ch);
+      if ((c < 0x20 && c != '\t') || c == 0x7F) return refuse(400, "bad_header_value");
+    }
+    if (iequals(f.name, "host")) {
+      ++hosts;
+      const std::string_view v = f.value;
+      if (v.empty() || v.find_first_of(" \t/?#@\\") != std::string_view::npos) {
+        return refuse(400, "bad_host");
+      }
+    } else if (iequals(f.name, "content-length")) {
+      ++content_lengths;
+      // A list ("5, 5") is a duplicate in disguise; anything but digits is malformed.
+      std::size_t p = 0;
+      int items = 0;
+      for (;;) {
+        const std::size_t comma = f.value.find(',', p);
+        std::string_view item =
+            f.value.substr(p, comma == std::string_view::npos ? comma : comma - p);
+        while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+          item.remove_prefix(1);
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+        if (item.empty() || item.size() > 19) return refuse(400, "bad_content_length");
+        uint64_t v = 0;
+        for (char ch : item) {
+          if (ch < '0' || ch > '9') return refuse(400, "bad_content_length");
+          v = v * 10 + static_cast<uint64_t>(ch - '0');
+        }
+        if (length && *length != v) return refuse(400, "bad_content_length");
+        length = v;
+        ++items;
+        if (comma == std::string_view::npos) break;
+        p = comma + 1;
+      }
+      if (items > 1) return refuse(400, "duplicate_content_length");
+    } else if (iequals(f.name, "transfer-encoding")) {
+      std::size_t p = 0;
+      for (;;) {
+        const std::size_t comma = f.value.find(',', p);
+        std::string_view item =
+            f.value.substr(p, comma == std::string_view::npos ? comma : comma - p);
+        while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+          item.remove_prefix(1);
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+        if (!item.empty()) codings.push_back(item);
+        if (comma == std::string_view::npos) break;
+        p = comma + 1;
+      }
+      if (codings.empty()) return refuse(400, "bad_transfer_encoding");
+    }
+  }
+  if (content_lengths > 1) return refuse(400, "duplicate_content_length");
+  if (hosts > 1) return refuse(400, "duplicate_host");
+  if (hosts == 0 && http_minor >= 1) return refuse(400, "missing_host");
+
+  bool chunked = false;
+  if (!codings.empty()) {
+    if (length) return refuse(400, "smuggling");
+    if (http_minor < 1) return refuse(400, "bad_transfer_encoding");  // HTTP/1.0 has no TE
+    for (std::size_t i = 0; i < codings.size(); ++i) {
+      const bool is_chunked = iequals(codings[i], "chunked");
+      if (!is_token(codings[i])) return refuse(400, "bad_transfer_encoding");
+      if (is_chunked && i + 1 != codings.size()) return refuse(400, "bad_transfer_encoding");
+      chunked = chunked || is_chunked;
+    }
+    if (!chunked) return refuse(400, "bad_transfer_encoding");
+  }
+  if (framing) {
+    framing->content_length = length;
+    framing->chunked = chunked;
+  }
+  return kAccepted;
+}
+
+Verdict check_raw_header_block(std::string_view block) {
+  for (std::size_t i = 0; i < block.size(); ++i) {
+    const char c = block[i];
+    if (c == '\0') return refuse(400, "bad_header_value");
+    if (c == '\r' && (i + 1 >= block.size() || block[i + 1] != '\n')) {
+      return refuse(400, "bad_header_value");  // bare CR
+    }
+    if (c == '\n') {
+      if (i == 0 || block[i - 1] != '\r') return refuse(400, "bad_header_value");  // bare LF
+      if (i + 1 < block.size() && (block[i + 1] == ' ' || block[i + 1] == '\t')) {
+        return refuse(400, "obs_fold");
+      }
+    }
+  }
+  if (!block.empty() && (block.front() == ' ' || block.front() == '\t')) {
+    return refuse(400, "obs_fold");
+  }
+  return kAccepted;
+}
+
+}  // namespace bulwark::gateway::http

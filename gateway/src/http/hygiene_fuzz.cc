@@ -1,0 +1,26 @@
+// Fuzzes request-target checking and normalisation: must never crash, and whatever it accepts
+// must be normalised for good: it starts with '/', has no dot segment, no "//", no backslash,
+// no encoded NUL, and normalising it again changes nothing.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "http/hygiene.h"
+
+using bulwark::gateway::http::check_target;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view target(reinterpret_cast<const char*>(data), size);
+  const auto r = check_target(target, "GET", 4096);
+  if (r.verdict) return 0;
+  const std::string& p = r.target.path;
+  if (p.empty() || p.front() != '/') std::abort();
+  if (p.find("//") != std::string::npos || p.find('\\') != std::string::npos) std::abort();
+  if (p.find("/./") != std::string::npos || p.find("/../") != std::string::npos) std::abort();
+  if (p.ends_with("/.") || p.ends_with("/..")) std::abort();
+  if (p.find("%00") != std::string::npos) std::abort();
+  const auto again = check_target(p, "GET", 4096);
+  if (again.verdict || again.target.path != p) std::abort();
+  return 0;
+}
