@@ -81,6 +81,23 @@ bool has_double_encoding(std::string_view s) noexcept {
   return false;
 }
 
+// Calls `each(item)` for every element of a comma-separated header list, trimmed of spaces and
+// tabs (empty elements included, so callers can refuse them). Stops early if `each` returns
+// false; returns whether it went through the whole list.
+template <class Each>
+bool for_each_list_item(std::string_view list, Each each) {
+  std::size_t p = 0;
+  for (;;) {
+    const std::size_t comma = list.find(',', p);
+    std::string_view item = list.substr(p, comma == std::string_view::npos ? comma : comma - p);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (!each(item)) return false;
+    if (comma == std::string_view::npos) return true;
+    p = comma + 1;
+  }
+}
+
 bool is_unreserved_or_allowed(unsigned char c) noexcept {
   if (c <= 0x20 || c >= 0x7F) return false;
   switch (c) {
@@ -233,41 +250,27 @@ Verdict check_headers(std::span<const HeaderField> fields, int http_minor,
     } else if (iequals(f.name, "content-length")) {
       ++content_lengths;
       // A list ("5, 5") is a duplicate in disguise; anything but digits is malformed.
-      std::size_t p = 0;
       int items = 0;
-      for (;;) {
-        const std::size_t comma = f.value.find(',', p);
-        std::string_view item =
-            f.value.substr(p, comma == std::string_view::npos ? comma : comma - p);
-        while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
-          item.remove_prefix(1);
-        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-        if (item.empty() || item.size() > 19) return refuse(400, "bad_content_length");
+      bool differs = false;
+      const bool digits = for_each_list_item(f.value, [&](std::string_view item) {
+        if (item.empty() || item.size() > 19) return false;
         uint64_t v = 0;
         for (char ch : item) {
-          if (ch < '0' || ch > '9') return refuse(400, "bad_content_length");
+          if (ch < '0' || ch > '9') return false;
           v = v * 10 + static_cast<uint64_t>(ch - '0');
         }
-        if (length && *length != v) return refuse(400, "bad_content_length");
+        differs = differs || (length && *length != v);
         length = v;
         ++items;
-        if (comma == std::string_view::npos) break;
-        p = comma + 1;
-      }
+        return true;
+      });
+      if (!digits || differs) return refuse(400, "bad_content_length");
       if (items > 1) return refuse(400, "duplicate_content_length");
     } else if (iequals(f.name, "transfer-encoding")) {
-      std::size_t p = 0;
-      for (;;) {
-        const std::size_t comma = f.value.find(',', p);
-        std::string_view item =
-            f.value.substr(p, comma == std::string_view::npos ? comma : comma - p);
-        while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
-          item.remove_prefix(1);
-        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      for_each_list_item(f.value, [&](std::string_view item) {
         if (!item.empty()) codings.push_back(item);
-        if (comma == std::string_view::npos) break;
-        p = comma + 1;
-      }
+        return true;
+      });
       if (codings.empty()) return refuse(400, "bad_transfer_encoding");
     }
   }

@@ -102,10 +102,7 @@ struct ShutdownCoordinator::Shared {
   std::optional<TimePoint> requested_at;
   bool run_started = false;
   std::optional<ShutdownReport> report;
-  bool delivering = false;
-  std::deque<ShutdownEvent> pending;
-  std::shared_ptr<const std::vector<Listener>> listeners =
-      std::make_shared<const std::vector<Listener>>();
+  EventQueue<ShutdownEvent> events;
 };
 
 ShutdownCoordinator::ShutdownCoordinator(Clock& clock, ShutdownOptions options)
@@ -139,7 +136,7 @@ void ShutdownCoordinator::transition_locked(ShutdownState to, std::string_view r
   const ShutdownState from = state_.load(std::memory_order_relaxed);
   if (from == to) return;
   state_.store(to, std::memory_order_release);
-  shared_->pending.push_back(ShutdownEvent{from, to, std::string(reason), at});
+  shared_->events.push(ShutdownEvent{from, to, std::string(reason), at});
   shared_->cv.notify_all();
 }
 
@@ -152,7 +149,7 @@ bool ShutdownCoordinator::request_stop(std::string_view reason) {
     shared_->requested_at = now;
     transition_locked(ShutdownState::draining, reason, now);
   }
-  deliver_events();
+  shared_->events.deliver();
   return true;
 }
 
@@ -168,7 +165,7 @@ bool ShutdownCoordinator::force(std::string_view reason) {
     }
     transition_locked(ShutdownState::forced, reason, now);
   }
-  deliver_events();
+  shared_->events.deliver();
   return true;
 }
 
@@ -200,11 +197,11 @@ ShutdownReport ShutdownCoordinator::run() {
 
   for (Hook& hook : hooks) {
     HookReport hr{hook.name, hook.priority, HookOutcome::skipped, {}, Duration::zero()};
-    if (!sh.pending.empty()) {
+    if (sh.events.has_pending()) {
       // Events queued so far (e.g. -> stopping) go out before the next hook starts, and
       // listeners' time is not charged to the hook.
       lock.unlock();
-      deliver_events();
+      shared_->events.deliver();
       lock.lock();
     }
     if (state() == ShutdownState::forced) {
@@ -290,7 +287,7 @@ ShutdownReport ShutdownCoordinator::run() {
   sh.report = report;
   sh.cv.notify_all();
   lock.unlock();
-  deliver_events();
+  shared_->events.deliver();
   return report;
 }
 
@@ -327,33 +324,7 @@ void ShutdownCoordinator::wake() {
 }
 
 void ShutdownCoordinator::add_listener(Listener listener) {
-  if (!listener) return;
-  std::lock_guard lock(shared_->mu);
-  auto next = std::make_shared<std::vector<Listener>>(*shared_->listeners);
-  next->push_back(std::move(listener));
-  shared_->listeners = std::move(next);
-}
-
-void ShutdownCoordinator::deliver_events() noexcept {
-  Shared& sh = *shared_;
-  std::unique_lock lock(sh.mu);
-  if (sh.delivering) return;  // the delivering thread will deliver ours too, in order
-  sh.delivering = true;
-  while (!sh.pending.empty()) {
-    ShutdownEvent ev = std::move(sh.pending.front());
-    sh.pending.pop_front();
-    auto listeners = sh.listeners;
-    lock.unlock();
-    for (const Listener& l : *listeners) {
-      try {
-        l(ev);
-      } catch (...) {
-        // A broken listener must not stop the shutdown.
-      }
-    }
-    lock.lock();
-  }
-  sh.delivering = false;
+  shared_->events.add_listener(std::move(listener));
 }
 
 // ---- signals ----

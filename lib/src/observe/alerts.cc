@@ -125,8 +125,7 @@ ValueMode parse_value_mode(std::string_view s) {
 
 std::string_view to_string(ValueMode m) noexcept { return m == ValueMode::rate ? "rate" : "value"; }
 
-AlertEngine::AlertEngine(AlertEngineOptions options)
-    : options_(options), listeners_(std::make_shared<const std::vector<Listener>>()) {
+AlertEngine::AlertEngine(AlertEngineOptions options) : options_(options) {
   if (options_.keep_resolved < Duration::zero()) {
     throw std::invalid_argument("AlertEngineOptions.keep_resolved: must be >= 0");
   }
@@ -193,8 +192,7 @@ std::optional<double> AlertEngine::update_rate(RuleState& r, std::optional<doubl
 void AlertEngine::queue_event_locked(const RuleState& r, AlertState from, TimePoint at) {
   const AlertState to = reported(r);
   if (from == to) return;
-  pending_.push_back(
-      AlertEvent{r.rule.name, r.rule.severity, from, to, r.value, at, r.rule.summary});
+  events_.push(AlertEvent{r.rule.name, r.rule.severity, from, to, r.value, at, r.rule.summary});
 }
 
 void AlertEngine::step_locked(RuleState& r, std::optional<double> raw, TimePoint now) {
@@ -283,7 +281,7 @@ void AlertEngine::evaluate(TimePoint now) {
       step_locked(*rules[i], values[i], now);
     }
   }
-  deliver_events();
+  events_.deliver();
 }
 
 bool AlertEngine::silence(std::string_view name, TimePoint until, TimePoint now) {
@@ -297,7 +295,7 @@ bool AlertEngine::silence(std::string_view name, TimePoint until, TimePoint now)
     r.silenced_until = until;
     queue_event_locked(r, before, now);
   }
-  deliver_events();
+  events_.deliver();
   return true;
 }
 
@@ -311,7 +309,7 @@ bool AlertEngine::unsilence(std::string_view name, TimePoint now) {
     r.silenced_until.reset();
     queue_event_locked(r, before, now);
   }
-  deliver_events();
+  events_.deliver();
   return true;
 }
 
@@ -364,33 +362,6 @@ std::size_t AlertEngine::size() const {
   return rules_.size();
 }
 
-void AlertEngine::add_listener(Listener listener) {
-  if (!listener) return;
-  std::lock_guard lock(mu_);
-  auto next = std::make_shared<std::vector<Listener>>(*listeners_);
-  next->push_back(std::move(listener));
-  listeners_ = std::move(next);
-}
-
-void AlertEngine::deliver_events() noexcept {
-  std::unique_lock lock(mu_);
-  if (delivering_) return;  // the thread that is delivering will deliver ours too, in order
-  delivering_ = true;
-  while (!pending_.empty()) {
-    AlertEvent ev = std::move(pending_.front());
-    pending_.pop_front();
-    auto listeners = listeners_;
-    lock.unlock();
-    for (const Listener& l : *listeners) {
-      try {
-        l(ev);
-      } catch (...) {
-        // A broken listener must not stop alert evaluation.
-      }
-    }
-    lock.lock();
-  }
-  delivering_ = false;
-}
+void AlertEngine::add_listener(Listener listener) { events_.add_listener(std::move(listener)); }
 
 }  // namespace bulwark::observe

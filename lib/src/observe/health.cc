@@ -55,8 +55,7 @@ void validate(const HealthCheckOptions& o) {
   if (o.initial_delay < Duration::zero()) invalid("initial_delay", "must be >= 0");
 }
 
-HealthRegistry::HealthRegistry(Clock& clock)
-    : clock_(clock), listeners_(std::make_shared<const std::vector<Listener>>()) {}
+HealthRegistry::HealthRegistry(Clock& clock) : clock_(clock) {}
 
 HealthRegistry::~HealthRegistry() = default;
 
@@ -141,11 +140,11 @@ bool HealthRegistry::record(const DueCheck& due, CheckResult result, TimePoint f
     const HealthStatus overall_after = compute_overall_locked();
     overall_.store(overall_after, std::memory_order_release);
     if (e.status != before) {
-      pending_.push_back(HealthEvent{due.name, before, e.status, overall_before, overall_after,
-                                     finished, e.last_message});
+      events_.push(HealthEvent{due.name, before, e.status, overall_before, overall_after, finished,
+                               e.last_message});
     }
   }
-  deliver_events();
+  events_.deliver();
   return true;
 }
 
@@ -225,35 +224,7 @@ std::size_t HealthRegistry::size() const {
   return checks_.size();
 }
 
-void HealthRegistry::add_listener(Listener listener) {
-  if (!listener) return;
-  std::lock_guard lock(mu_);
-  auto next = std::make_shared<std::vector<Listener>>(*listeners_);
-  next->push_back(std::move(listener));
-  listeners_ = std::move(next);
-}
-
-void HealthRegistry::deliver_events() noexcept {
-  std::unique_lock lock(mu_);
-  // Whoever is already delivering will also deliver what was just queued, in order.
-  if (delivering_) return;
-  delivering_ = true;
-  while (!pending_.empty()) {
-    HealthEvent ev = std::move(pending_.front());
-    pending_.pop_front();
-    auto listeners = listeners_;
-    lock.unlock();
-    for (const Listener& l : *listeners) {
-      try {
-        l(ev);
-      } catch (...) {
-        // A broken listener must not stop health checking.
-      }
-    }
-    lock.lock();
-  }
-  delivering_ = false;
-}
+void HealthRegistry::add_listener(Listener listener) { events_.add_listener(std::move(listener)); }
 
 // ---- HealthRunner ----
 

@@ -184,9 +184,7 @@ ResourceLevel next_level(ResourceLevel current, double usage,
 
 ResourceMonitor::ResourceMonitor(std::shared_ptr<ResourceReader> reader,
                                  ResourceMonitorOptions options)
-    : reader_(std::move(reader)),
-      options_(options),
-      listeners_(std::make_shared<const std::vector<Listener>>()) {
+    : reader_(std::move(reader)), options_(options) {
   if (!reader_) throw std::invalid_argument("ResourceMonitor: reader must not be null");
   validate(options_);
 }
@@ -213,7 +211,7 @@ void ResourceMonitor::update_locked(ResourceUsage& u, std::string_view name,
     u.usage = static_cast<double>(*used) / static_cast<double>(*limit);
     u.level = next_level(u.level, u.usage, options_);
   }
-  if (u.level != before) pending_.push_back(ResourceEvent{name, before, u.level, u.usage, now});
+  if (u.level != before) events_.push(ResourceEvent{name, before, u.level, u.usage, now});
 }
 
 ResourceLevel ResourceMonitor::poll(TimePoint now) {
@@ -247,11 +245,11 @@ ResourceLevel ResourceMonitor::poll(TimePoint now) {
     if (error) ++state_.read_errors;
     overall_.store(state_.overall, std::memory_order_release);
     if (state_.overall != before) {
-      pending_.push_back(ResourceEvent{"overall", before, state_.overall, worst.usage, now});
+      events_.push(ResourceEvent{"overall", before, state_.overall, worst.usage, now});
     }
     result = state_.overall;
   }
-  deliver_events();
+  events_.deliver();
   return result;
 }
 
@@ -260,34 +258,7 @@ ResourceSnapshot ResourceMonitor::snapshot() const {
   return state_;
 }
 
-void ResourceMonitor::add_listener(Listener listener) {
-  if (!listener) return;
-  std::lock_guard lock(mu_);
-  auto next = std::make_shared<std::vector<Listener>>(*listeners_);
-  next->push_back(std::move(listener));
-  listeners_ = std::move(next);
-}
-
-void ResourceMonitor::deliver_events() noexcept {
-  std::unique_lock lock(mu_);
-  if (delivering_) return;  // the delivering thread will deliver ours too, in order
-  delivering_ = true;
-  while (!pending_.empty()) {
-    ResourceEvent ev = pending_.front();
-    pending_.pop_front();
-    auto listeners = listeners_;
-    lock.unlock();
-    for (const Listener& l : *listeners) {
-      try {
-        l(ev);
-      } catch (...) {
-        // A broken listener must not stop monitoring.
-      }
-    }
-    lock.lock();
-  }
-  delivering_ = false;
-}
+void ResourceMonitor::add_listener(Listener listener) { events_.add_listener(std::move(listener)); }
 
 void ResourceMonitor::start(Clock& clock) {
   std::lock_guard lock(run_mu_);

@@ -105,28 +105,14 @@ net::awaitable<Result<detail::ValueOf<F>>> run(const Pipeline& pipeline, F fn,
       last_exception = thrown;
       last.emplace(make_error_code(errc::call_failed));
     }
-    const Classification c = bulwark::detail::classify(classify, *last);
-    AttemptResult r;
-    r.outcome = c.outcome;
-    r.retry_after = c.retry_after;
-    if (!*last) r.error = last->error();
-    co_return r;
+    co_return bulwark::detail::judge(classify, *last);
   };
 
   CallContext ctx;
   ctx.deadline = options.deadline;
   ctx.stop = options.stop;
-  AttemptResult final_result = co_await run_attempts(pipeline, ctx, call);
-
-  const bool from_call = final_result.from_call && last.has_value();
-  if (options.info) {
-    options.info->attempts = calls;
-    options.info->outcome = final_result.outcome;
-    options.info->policy_reason = final_result.policy_reason;
-    options.info->exception = from_call ? last_exception : nullptr;
-  }
-  if (from_call) co_return std::move(*last);
-  co_return Result<T>(final_result.error);
+  const AttemptResult final_result = co_await run_attempts(pipeline, ctx, call);
+  co_return bulwark::detail::finish(final_result, last, last_exception, calls, options);
 }
 
 // A Pipeline seen through the awaitable adapter: `co_await async.run(fn)`.

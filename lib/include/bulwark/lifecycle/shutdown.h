@@ -72,6 +72,7 @@
 
 #include "bulwark/core/clock.h"
 #include "bulwark/core/deadline.h"
+#include "bulwark/core/event_queue.h"
 
 namespace bulwark::lifecycle {
 
@@ -183,7 +184,6 @@ class ShutdownCoordinator {
   };
 
   void transition_locked(ShutdownState to, std::string_view reason, TimePoint at);
-  void deliver_events() noexcept;
 
   Clock& clock_;
   const ShutdownOptions options_;

@@ -67,6 +67,7 @@
 #include <vector>
 
 #include "bulwark/core/clock.h"
+#include "bulwark/core/event_queue.h"
 
 namespace bulwark::observe {
 
@@ -199,16 +200,13 @@ class AlertEngine {
   void step_locked(RuleState& r, std::optional<double> value, TimePoint now);
   AlertStatus status_locked(const RuleState& r) const;
   void queue_event_locked(const RuleState& r, AlertState from, TimePoint at);
-  void deliver_events() noexcept;
 
   const AlertEngineOptions options_;
   std::mutex eval_mu_;  // serialises evaluate()
   mutable std::mutex mu_;
   // Guarded by mu_.
   std::map<std::string, std::shared_ptr<RuleState>, std::less<>> rules_;
-  bool delivering_ = false;
-  std::deque<AlertEvent> pending_;
-  std::shared_ptr<const std::vector<Listener>> listeners_;
+  EventQueue<AlertEvent> events_;
 };
 
 }  // namespace bulwark::observe

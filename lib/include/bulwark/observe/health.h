@@ -61,6 +61,7 @@
 
 #include "bulwark/core/clock.h"
 #include "bulwark/core/deadline.h"
+#include "bulwark/core/event_queue.h"
 
 namespace bulwark::observe {
 
@@ -199,7 +200,6 @@ class HealthRegistry {
 
   HealthStatus compute_overall_locked() const;
   CheckSnapshot snapshot_locked(const std::string& name, const Entry& e) const;
-  void deliver_events() noexcept;
 
   Clock& clock_;
   std::atomic<HealthStatus> overall_{HealthStatus::healthy};
@@ -208,9 +208,7 @@ class HealthRegistry {
   // Guarded by mu_.
   std::map<std::string, Entry, std::less<>> checks_;
   uint64_t next_token_ = 1;
-  bool delivering_ = false;
-  std::deque<HealthEvent> pending_;
-  std::shared_ptr<const std::vector<Listener>> listeners_;
+  EventQueue<HealthEvent> events_;
 };
 
 // Runs a registry's due checks on a background thread.

@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "bulwark/core/clock.h"
+#include "bulwark/core/event_queue.h"
 
 namespace bulwark::observe {
 
@@ -186,7 +187,6 @@ class ResourceMonitor {
  private:
   void update_locked(ResourceUsage& u, std::string_view name, std::optional<uint64_t> used,
                      std::optional<uint64_t> limit, TimePoint now, bool& error);
-  void deliver_events() noexcept;
   void loop(Clock& clock);
 
   const std::shared_ptr<ResourceReader> reader_;
@@ -197,9 +197,7 @@ class ResourceMonitor {
   mutable std::mutex mu_;
   // Guarded by mu_.
   ResourceSnapshot state_;
-  bool delivering_ = false;
-  std::deque<ResourceEvent> pending_;
-  std::shared_ptr<const std::vector<Listener>> listeners_;
+  EventQueue<ResourceEvent> events_;
 
   // Background poller.
   std::mutex run_mu_;

@@ -135,6 +135,34 @@ Classification classify(C& classifier, const Result<T>& r) {
     return Classification{classifier(r), std::nullopt};
   }
 }
+
+// What the stages see of one attempt's typed result.
+template <class C, class T>
+AttemptResult judge(C& classifier, const Result<T>& r) {
+  const Classification c = classify(classifier, r);
+  AttemptResult out;
+  out.outcome = c.outcome;
+  out.retry_after = c.retry_after;
+  if (!r) out.error = r.error();
+  return out;
+}
+
+// The typed result of a whole execution: the last call's result if the stages let it through,
+// else the policy's error; fills `options.info`. Shared by the sync and Asio adapters.
+template <class T>
+Result<T> finish(const AttemptResult& final_result, std::optional<Result<T>>& last,
+                 const std::exception_ptr& last_exception, uint32_t calls,
+                 const ExecuteOptions& options) {
+  const bool from_call = final_result.from_call && last.has_value();
+  if (options.info) {
+    options.info->attempts = calls;
+    options.info->outcome = final_result.outcome;
+    options.info->policy_reason = final_result.policy_reason;
+    options.info->exception = from_call ? last_exception : nullptr;
+  }
+  if (from_call) return std::move(*last);
+  return Result<T>(final_result.error);
+}
 }  // namespace detail
 
 class Pipeline {
@@ -206,28 +234,14 @@ Result<detail::ValueOf<F>> Pipeline::execute_classified(F&& fn, C&& classify,
       last_exception = std::current_exception();
       last.emplace(make_error_code(errc::call_failed));
     }
-    const Classification c = detail::classify(classify, *last);
-    AttemptResult r;
-    r.outcome = c.outcome;
-    r.retry_after = c.retry_after;
-    if (!*last) r.error = last->error();
-    return r;
+    return detail::judge(classify, *last);
   };
 
   CallContext ctx;
   ctx.deadline = options.deadline;
   ctx.stop = options.stop;
-  AttemptResult final_result = run(ctx, call);
-
-  const bool from_call = final_result.from_call && last.has_value();
-  if (options.info) {
-    options.info->attempts = calls;
-    options.info->outcome = final_result.outcome;
-    options.info->policy_reason = final_result.policy_reason;
-    options.info->exception = from_call ? last_exception : nullptr;
-  }
-  if (from_call) return std::move(*last);
-  return Result<T>(final_result.error);
+  const AttemptResult final_result = run(ctx, call);
+  return detail::finish(final_result, last, last_exception, calls, options);
 }
 
 }  // namespace bulwark
