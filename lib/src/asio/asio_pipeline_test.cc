@@ -169,12 +169,22 @@ TEST(AsioPipeline, OpenBreakerRejectsWithoutCalling) {
 TEST(AsioPipelineWait, GrantFromAnotherThreadResumesTheCoroutine) {
   auto gate = std::make_shared<testing::GateStage>();
   auto p = Pipeline::Builder().stage(gate).build();
+  // Nothing but the wait is pending while the coroutine waits: run() must still not return
+  // before the grant from the other thread arrives.
+  net::io_context io;
+  std::optional<Result<int>> out;
+  net::co_spawn(io, asio::run(p, [] { return answer_after(0ms, 4, nullptr); }),
+                [&](std::exception_ptr e, Result<int> v) {
+                  if (!e) out.emplace(v);
+                });
   std::thread opener([&] {
     ASSERT_TRUE(gate->wait_for_waiters(1));
     gate->open_next(true);  // from a thread that is not running the io_context
   });
-  auto r = run_coro(asio::run(p, [] { return answer_after(0ms, 4, nullptr); }));
-  opener.join();
+  io.run();
+  opener.join();  // before io is destroyed: the opener may still be inside post()
+  ASSERT_TRUE(out.has_value());
+  const Result<int>& r = *out;
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, 4);
   EXPECT_EQ(gate->passed.load(), 1);

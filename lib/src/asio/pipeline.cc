@@ -5,7 +5,9 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <optional>
@@ -23,17 +25,25 @@ auto async_wait_for(std::shared_ptr<Waiter> waiter, CompletionToken&& token) {
   return net::async_initiate<CompletionToken, void(boost::system::error_code)>(
       [waiter](auto handler) {
         using Handler = decltype(handler);
+        // The grant may come from a thread that is not running the io_context, and nothing
+        // else may be pending meanwhile: count the wait as outstanding work so run() does not
+        // return before the completion arrives.
+        using Work = decltype(net::prefer(net::get_associated_executor(handler),
+                                          net::execution::outstanding_work.tracked));
         struct Op {
           std::atomic<bool> done{false};
           std::optional<Handler> handler;
+          std::optional<Work> work;
         };
         auto op = std::make_shared<Op>();
+        op->work.emplace(net::prefer(net::get_associated_executor(handler),
+                                     net::execution::outstanding_work.tracked));
         op->handler.emplace(std::move(handler));
-        auto executor = net::get_associated_executor(*op->handler);
-        auto complete = [op, executor](boost::system::error_code ec) {
-          net::post(executor, [op, ec]() mutable {
+        auto complete = [op](boost::system::error_code ec) {
+          net::post(*op->work, [op, ec]() mutable {
             Handler h = std::move(*op->handler);
             op->handler.reset();
+            op->work.reset();
             net::get_associated_cancellation_slot(h).clear();
             std::move(h)(ec);
           });
