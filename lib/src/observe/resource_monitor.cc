@@ -224,6 +224,9 @@ ResourceLevel ResourceMonitor::poll(TimePoint now) {
       r = reader_->read();
     } catch (...) {
       error = true;
+      // Nothing of a failed read may be used. (GCC 12's ThreadSanitizer build was seen to leave
+      // `r` half-assigned when read() threw; resetting it keeps a failed read a no-op.)
+      r = ResourceReading{};
     }
     std::optional<uint64_t> mem_limit = r.memory_limit;
     if (options_.memory_limit_bytes > 0) {
