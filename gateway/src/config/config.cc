@@ -633,9 +633,12 @@ std::vector<T> load_list(Loader& l, const YAML::Node& root, std::string_view key
   if (!node.IsDefined() || node.IsNull()) return out;
   const std::string path(key);
   if (!l.expect_sequence(node, path)) return out;
+  // One element per YAML item, so that out[i] is node[i] for the checks that look back at the
+  // file; an item that is not a mapping has been reported and leaves a default in its place
+  // (the file is rejected anyway).
   for (std::size_t i = 0; i < node.size(); ++i) {
     const std::string p = Loader::index(path, i);
-    if (l.expect_map(node[i], p)) out.push_back(load(l, node[i], p));
+    out.push_back(l.expect_map(node[i], p) ? load(l, node[i], p) : T{});
   }
   return out;
 }
@@ -648,6 +651,7 @@ void check_names(Loader& l, const YAML::Node& root, std::string_view key,
   for (std::size_t i = 0; i < items.size(); ++i) {
     const std::string p = Loader::index(std::string(key), i);
     const YAML::Node n = root[std::string(key)][i];
+    if (!n.IsMap()) continue;  // already reported by load_list
     if (items[i].name.empty()) {
       if (!n["name"].IsDefined()) l.error(n, p, "missing required key 'name'");
     } else if (!seen.insert(items[i].name).second) {
@@ -757,6 +761,7 @@ Config load(Loader& l, const YAML::Node& root) {
   for (std::size_t i = 0; i < c.routes.size(); ++i) {
     const Route& r = c.routes[i];
     const YAML::Node rn = root["routes"][i];
+    if (!rn.IsMap()) continue;  // already reported by load_list
     const std::string p = Loader::index("routes", i);
     if (!r.cluster.empty() && !c.find_cluster(r.cluster)) {
       l.error(rn["cluster"], Loader::child(p, "cluster"), "no cluster named '" + r.cluster + "'");
@@ -827,7 +832,18 @@ Config parse(const std::string& text, const std::string& file, EnvLookup env) {
     d.message = "YAML syntax error: " + e.msg;
     throw ConfigError({d});
   }
-  Config config = load(loader, root);
+  Config config;
+  try {
+    config = load(loader, root);
+  } catch (const YAML::Exception& e) {
+    // A shape the loader did not expect must still end as a diagnostic, never as a crash.
+    Diagnostic d;
+    d.file = file;
+    d.line = e.mark.is_null() ? 0 : e.mark.line + 1;
+    d.column = e.mark.is_null() ? 0 : e.mark.column + 1;
+    d.message = "unexpected structure: " + e.msg;
+    loader.diagnostics.push_back(std::move(d));
+  }
   if (!loader.diagnostics.empty()) {
     // In file order, as a reader goes through the file (the loader visits sections in its own
     // order).

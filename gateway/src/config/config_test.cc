@@ -302,6 +302,24 @@ TEST(Config, StructuralErrors) {
             "test.yaml:1:1: listeners: at least one listener is required");
 }
 
+TEST(Config, ListItemsThatAreNotMappingsAreReportedInPlace) {
+  const auto e = errors(R"(
+listeners:
+  - not-a-mapping
+  - {name: [a, b]}
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - just-text
+  - {name: api, cluster: nope}
+)");
+  ASSERT_EQ(e.size(), 5u);
+  EXPECT_EQ(e[0], "test.yaml:3:5: listeners[0]: expected a mapping ({key: value, ...})");
+  EXPECT_EQ(e[1], "test.yaml:4:5: listeners[1]: missing required key 'listen'");
+  EXPECT_EQ(e[2], "test.yaml:4:12: listeners[1].name: expected a single value");
+  EXPECT_EQ(e[3], "test.yaml:7:5: routes[0]: expected a mapping ({key: value, ...})");
+  EXPECT_EQ(e[4], "test.yaml:8:26: routes[1].cluster: no cluster named 'nope'");
+}
+
 TEST(Config, AddressForms) {
   const Config c = parse_ok(R"(
 admin: {listen: "[::1]:0"}
