@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -35,6 +36,12 @@ using limit::Permit;
 net::awaitable<void> sleep_for(Duration d) {
   net::steady_timer t(co_await net::this_coro::executor, d);
   co_await t.async_wait(net::use_awaitable);
+}
+
+// Lets every handler already queued on this single-threaded io_context run before we resume:
+// the deterministic way to let another coroutine reach its next wait.
+net::awaitable<void> yield_once() {
+  co_await net::post(co_await net::this_coro::executor, net::use_awaitable);
 }
 
 Deadline in(Duration d) { return Deadline::after(SystemClock::instance().now(), d); }
@@ -79,7 +86,7 @@ TEST(AsioBulkhead, GrantedAfterAnotherCoroutineReleases) {
         Result<Permit> p = co_await asio::async_acquire(b);
         EXPECT_TRUE(p);
         events.push_back("first got");
-        co_await sleep_for(10ms);
+        co_await yield_once();  // the second coroutine queues meanwhile
         events.push_back("first releases");
         p->release();
       },
@@ -176,7 +183,7 @@ TEST(AsioBulkhead, CallerCancellationWithdrawsTheWaiterAndFreesItsSlot) {
             co_await net::this_coro::executor,
             [&]() -> net::awaitable<void> { third.emplace(co_await asio::async_acquire(b)); },
             net::detached);
-        co_await sleep_for(5ms);
+        co_await yield_once();  // the spawned caller queues meanwhile
         EXPECT_EQ(b.queued(), 1u);
         held->release();
       },
@@ -287,12 +294,15 @@ TEST(AsioBulkhead, StageQueuesCoroutinesInAPipeline) {
   net::io_context io;
   std::vector<std::string> events;
   std::optional<Result<int>> first, second, third;
+  // The first call holds its permit until the third has given up: the order is decided by
+  // the calls themselves, not by which real-time timer fires first.
+  net::steady_timer third_done(io, std::chrono::steady_clock::time_point::max());
   net::co_spawn(
       io,
       [&]() -> net::awaitable<void> {
         first.emplace(co_await asio::run(p, [&]() -> net::awaitable<int> {
           events.push_back("first starts");
-          co_await sleep_for(20ms);
+          co_await third_done.async_wait(net::as_tuple(net::use_awaitable));
           events.push_back("first ends");
           co_return 1;
         }));
@@ -317,6 +327,7 @@ TEST(AsioBulkhead, StageQueuesCoroutinesInAPipeline) {
                                            co_return 3;
                                          },
                                          {.deadline = in(5ms)}));
+        third_done.cancel();
       },
       net::detached);
   io.run();
