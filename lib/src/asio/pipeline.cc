@@ -4,8 +4,8 @@
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -89,7 +89,7 @@ net::awaitable<AttemptResult> run_from(const Pipeline& pipeline, std::size_t ind
 
   if (index == pipeline.stages().size()) {
     if (ctx.stop.stop_requested()) {
-      co_return AttemptResult::from_policy(errc::cancelled, Outcome::final_failure);
+      co_return cancelled_result();
     }
     if (ctx.deadline.is_never()) co_return co_await call(ctx);
     const Duration left = ctx.deadline.remaining(clock.now());
@@ -120,7 +120,7 @@ net::awaitable<AttemptResult> run_from(const Pipeline& pipeline, std::size_t ind
       }
       if (!thrown && ctx.stop.stop_requested()) {
         run->abandon();
-        co_return AttemptResult::from_policy(errc::cancelled, Outcome::final_failure);
+        co_return cancelled_result();
       }
       if (!thrown) continue;  // enter() again: the stage reads the wait's fate from its Waiter
     } else {

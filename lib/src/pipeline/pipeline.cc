@@ -57,7 +57,7 @@ AttemptResult Pipeline::run_from(std::size_t index, CallContext& ctx,
   if (index == stages_.size()) {
     // The innermost point: the one place the effective deadline is enforced.
     if (ctx.stop.stop_requested()) {
-      return AttemptResult::from_policy(errc::cancelled, Outcome::final_failure);
+      return cancelled_result();
     }
     if (ctx.deadline.expired(clock_->now())) return timeout_result();
     AttemptResult r = call(ctx);
@@ -74,7 +74,7 @@ AttemptResult Pipeline::run_from(std::size_t index, CallContext& ctx,
       const Deadline until = earliest(step.wait_deadline, inner.deadline);
       if (!wait_sync(*clock_, *step.waiter, until, inner.stop)) {
         run->abandon();
-        return AttemptResult::from_policy(errc::cancelled, Outcome::final_failure);
+        return cancelled_result();
       }
       continue;  // enter() again: the stage reads the wait's fate from its Waiter
     }

@@ -64,7 +64,7 @@ class RetryStage::Run final : public StageRun {
       attempts_.emplace(stage_.policy_.start(now, ctx.deadline, stage_.budget_));
     }
     if (ctx.stop.stop_requested()) {
-      return finish_with(AttemptResult::from_policy(errc::cancelled, Outcome::final_failure));
+      return Step::finish(cancelled_result());
     }
     if (!attempts_->may_start(now)) {
       stage_.deadline_exceeded_.add();
@@ -85,7 +85,7 @@ class RetryStage::Run final : public StageRun {
         return Step::finish(std::move(result));
       case retry::RetryAction::retry:
         if (ctx.stop.stop_requested()) {
-          return finish_with(AttemptResult::from_policy(errc::cancelled, Outcome::final_failure));
+          return Step::finish(cancelled_result());
         }
         stage_.retries_.add();
         last_ = std::move(result);
@@ -115,7 +115,6 @@ class RetryStage::Run final : public StageRun {
     r.policy_reason = make_error_code(reason);
     return Step::finish(std::move(r));
   }
-  static Step finish_with(AttemptResult r) { return Step::finish(std::move(r)); }
 
   const RetryStage& stage_;
   Random rng_;

@@ -147,4 +147,9 @@ inline AttemptResult timeout_result() {
   return AttemptResult::from_policy(errc::timeout, Outcome::retryable_failure);
 }
 
+// Result of a call that ended because the caller asked to stop (not retried).
+inline AttemptResult cancelled_result() {
+  return AttemptResult::from_policy(errc::cancelled, Outcome::final_failure);
+}
+
 }  // namespace bulwark
