@@ -264,6 +264,24 @@ net::awaitable<Result<detail::ValueOf<F>>> sequential(F primary, Fs... fallbacks
                                      std::move(primary), std::move(fallbacks)...);
 }
 
+namespace detail {
+// What a run over an empty run-time list returns: nothing was started.
+template <class T>
+Result<T> empty_list(const fallback::RunOptions& options) {
+  if (options.info) *options.info = fallback::FallbackInfo{.outcome = Outcome::final_failure};
+  return Result<T>(make_error_code(errc::call_failed));
+}
+// Starts alternative i of a run-time list (the list must outlive the returned callable).
+template <class T, class R>
+auto nth_of_range(R& alternatives) {
+  return [&alternatives](std::size_t i, const CallContext& ctx) {
+    auto&& fn =
+        std::ranges::begin(alternatives)[static_cast<std::ranges::range_difference_t<R>>(i)];
+    return await_as_result<T>(fn, ctx);
+  };
+}
+}  // namespace detail
+
 // Over a run-time list: a sized random-access range of callables ([0] = primary), taken by
 // value (pass a std::span or std::views::all to refer to a list the caller keeps alive). An
 // empty list starts nothing and returns errc::call_failed.
@@ -273,15 +291,8 @@ requires AsyncAlternative<std::ranges::range_reference_t<R>>
         R alternatives, fallback::RunOptions options = {}, C classify = {}) {
   using T = detail::ValueOf<std::ranges::range_reference_t<R>>;
   const auto count = static_cast<std::size_t>(std::ranges::size(alternatives));
-  if (count == 0) {
-    if (options.info) *options.info = fallback::FallbackInfo{.outcome = Outcome::final_failure};
-    co_return Result<T>(make_error_code(errc::call_failed));
-  }
-  auto make = [&](std::size_t i, const CallContext& ctx) {
-    auto&& fn =
-        std::ranges::begin(alternatives)[static_cast<std::ranges::range_difference_t<R>>(i)];
-    return detail::await_as_result<T>(fn, ctx);
-  };
+  if (count == 0) co_return detail::empty_list<T>(options);
+  auto make = detail::nth_of_range<T>(alternatives);
   co_return co_await detail::sequential_impl<T>(count, make, std::move(classify), options);
 }
 
@@ -323,15 +334,8 @@ requires AsyncAlternative<std::ranges::range_reference_t<R>>
         R alternatives, fallback::RunOptions options = {}, C classify = {}) {
   using T = detail::ValueOf<std::ranges::range_reference_t<R>>;
   const auto count = static_cast<std::size_t>(std::ranges::size(alternatives));
-  if (count == 0) {
-    if (options.info) *options.info = fallback::FallbackInfo{.outcome = Outcome::final_failure};
-    co_return Result<T>(make_error_code(errc::call_failed));
-  }
-  auto make = [&](std::size_t i, const CallContext& ctx) {
-    auto&& fn =
-        std::ranges::begin(alternatives)[static_cast<std::ranges::range_difference_t<R>>(i)];
-    return detail::await_as_result<T>(fn, ctx);
-  };
+  if (count == 0) co_return detail::empty_list<T>(options);
+  auto make = detail::nth_of_range<T>(alternatives);
   // More than 64 makes HedgeRun::parallel throw std::invalid_argument (65 keeps the count in
   // range of uint32_t while still being rejected).
   co_return co_await detail::race_impl<T>(
