@@ -669,7 +669,7 @@ Config load(Loader& l, const YAML::Node& root) {
   if (!l.expect_map(root, "")) return c;
   l.check_keys(root, "",
                {"workers", "admin", "listeners", "routes", "clusters", "cache", "redis", "overload",
-                "alerts", "logging"});
+                "alerts", "logging", "shutdown"});
   l.integer(root, "workers", "", c.workers, 0, 1024);
   l.section(root, "admin", "", {"listen"}, [&](const YAML::Node& m, const std::string& q) {
     l.address(m, "listen", q, c.admin, true);
@@ -700,6 +700,10 @@ Config load(Loader& l, const YAML::Node& root) {
                         {"deny", RedisFailureMode::deny}});
               l.string(m, "password", q, r.password);
               c.redis = std::move(r);
+            });
+  l.section(root, "shutdown", "", {"drain_timeout"},
+            [&](const YAML::Node& m, const std::string& q) {
+              l.duration(m, "drain_timeout", q, c.shutdown.drain_timeout, true);
             });
   l.section(root, "overload", "", {"memory_limit"}, [&](const YAML::Node& m, const std::string& q) {
     uint64_t limit = 0;

@@ -197,6 +197,10 @@ struct AccessLogSpec {
   std::string format = "json";
 };
 
+struct ShutdownSpec {
+  Duration drain_timeout = 30s;  // SIGTERM: how long in-flight requests may take to finish
+};
+
 struct LoggingSpec {
   std::string level = "info";
   AccessLogSpec access;
@@ -213,6 +217,7 @@ struct Config {
   OverloadSpec overload;
   std::vector<AlertSpec> alerts;
   LoggingSpec logging;
+  ShutdownSpec shutdown;
 
   const Cluster* find_cluster(std::string_view name) const;
 };

@@ -66,6 +66,12 @@ TEST(Config, MinimalFileGetsTheDocumentedDefaults) {
   EXPECT_FALSE(c.clusters[0].circuit_breaker.has_value());
   EXPECT_EQ(c.find_cluster("backend"), &c.clusters[0]);
   EXPECT_EQ(c.find_cluster("nope"), nullptr);
+  EXPECT_EQ(c.shutdown.drain_timeout, 30s);
+}
+
+TEST(Config, ShutdownDrainTimeout) {
+  const Config c = parse_ok(std::string(kMinimal) + "shutdown: {drain_timeout: 250ms}\n");
+  EXPECT_EQ(c.shutdown.drain_timeout, 250ms);
 }
 
 // The design's example file, verbatim apart from the alert metric.

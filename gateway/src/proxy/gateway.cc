@@ -1,0 +1,388 @@
+#include "proxy/gateway.h"
+
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+#include "admin/config_json.h"
+#include "bulwark/core/clock.h"
+#include "bulwark/observe/log.h"
+#include "bulwark/observe/prometheus.h"
+#include "bulwark/observe/registry.h"
+#include "proxy/runtime.h"
+#include "proxy/server.h"
+
+namespace bulwark::gateway::proxy {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kVersion = BULWARK_VERSION;
+
+std::string format_diagnostics(const config::ConfigError& e, std::vector<std::string>* out) {
+  std::string all;
+  for (const auto& d : e.diagnostics()) {
+    out->push_back(d.text());
+    if (!all.empty()) all += "; ";
+    all += d.text();
+  }
+  return all;
+}
+
+double class_total(const std::array<observe::Counter*, 5>& counters, std::size_t i) {
+  return counters[i] != nullptr ? counters[i]->value() : 0.0;
+}
+
+}  // namespace
+
+struct Gateway::Impl {
+  Impl(GatewayOptions o, config::Config c)
+      : options(std::move(o)),
+        startup(std::make_shared<const config::Config>(std::move(c))),
+        logs({bulwark::observe::make_stderr_sink()},
+             {.level = bulwark::observe::parse_log_level(startup->logging.level)}),
+        log(logs.logger("gateway")),
+        shared(registry) {}
+
+  GatewayOptions options;
+  std::shared_ptr<const config::Config> startup;
+  bulwark::observe::LogSystem logs;
+  bulwark::observe::Logger log;
+  bulwark::observe::Registry registry;
+  Shared shared;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::unique_ptr<admin::AdminServer> admin;
+  TimePoint started{};
+  std::vector<uint16_t> ports;  // bound listener ports, in start-up order
+
+  std::mutex mu;  // guards current, generation, reload bookkeeping
+  std::shared_ptr<const Snapshot> current;
+  uint64_t generation = 1;
+  uint64_t reload_ok = 0;
+  uint64_t reload_failed = 0;
+  std::string last_error;
+
+  std::shared_ptr<const Snapshot> snapshot() {
+    std::lock_guard lock(mu);
+    return current;
+  }
+
+  json stats();
+  json clusters();
+  admin::ReloadOutcome reload();
+  void write_ready_file(const std::vector<uint16_t>& ports, uint16_t admin_port);
+};
+
+Gateway::Gateway(GatewayOptions options, config::Config config)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(config))) {
+  auto& s = *impl_;
+  s.shared.access_log = std::make_unique<observe::AccessLog>(
+      observe::AccessLog::Options{.path = s.startup->logging.access.path});
+  for (std::size_t i = 0; i < s.startup->listeners.size(); ++i) {
+    s.shared.listeners.push_back(std::make_unique<ListenerShared>());
+  }
+  s.current = build_snapshot(s.startup, *s.startup, s.generation, s.shared.metrics);
+  s.shared.metrics.reload_result(true, s.generation);
+  s.registry.add_collector([&s](bulwark::observe::MetricsSink& sink) {
+    if (s.shared.access_log) {
+      sink.counter("bulwark_access_log_dropped_total", "Access log lines dropped (queue full).",
+                   {}, static_cast<double>(s.shared.access_log->dropped()));
+    }
+  });
+}
+
+Gateway::~Gateway() {
+  if (impl_->admin) impl_->admin->stop();
+  for (auto& w : impl_->workers) w->stop();
+  impl_->workers.clear();
+  if (impl_->shared.access_log) impl_->shared.access_log->close();
+}
+
+void Gateway::Impl::write_ready_file(const std::vector<uint16_t>& ports, uint16_t admin_port) {
+  if (options.ready_file.empty()) return;
+  json doc{{"pid", ::getpid()}, {"admin", admin_port}, {"listeners", json::object()}};
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    doc["listeners"][startup->listeners[i].name] = ports[i];
+  }
+  const std::string tmp = options.ready_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << doc.dump() << "\n";
+    if (!out) throw std::runtime_error("cannot write ready file " + tmp);
+  }
+  if (std::rename(tmp.c_str(), options.ready_file.c_str()) != 0) {
+    throw std::runtime_error("cannot rename ready file to " + options.ready_file);
+  }
+}
+
+void Gateway::start() {
+  auto& s = *impl_;
+  s.started = SystemClock::instance().now();
+  unsigned n = s.startup->workers;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  std::random_device rd;
+  std::vector<tcp::endpoint> endpoints;
+  for (const auto& l : s.startup->listeners) {
+    endpoints.emplace_back(net::ip::make_address(l.listen.host), l.listen.port);
+  }
+  std::vector<uint16_t>& ports = s.ports;
+  for (unsigned i = 0; i < n; ++i) {
+    auto w = std::make_unique<Worker>(s.shared, s.current, (uint64_t{rd()} << 32) ^ rd());
+    const auto bound = w->listen(endpoints);
+    if (i == 0) {
+      ports = bound;
+      // Port 0 is resolved once, by the first worker; the others share that port.
+      for (std::size_t k = 0; k < endpoints.size(); ++k) endpoints[k].port(ports[k]);
+    }
+    s.workers.push_back(std::move(w));
+  }
+
+  admin::AdminHandlers h;
+  h.metrics = [&s] { return bulwark::observe::to_prometheus_text(s.registry); };
+  h.ready = [&s] {
+    admin::ReadyState r;
+    if (s.shared.draining.load()) {
+      r.ready = false;
+      r.status = "draining";
+    }
+    return r;
+  };
+  h.stats = [&s] { return s.stats(); };
+  h.clusters = [&s] { return s.clusters(); };
+  h.config = [&s] { return admin::config_to_json(*s.snapshot()->config); };
+  h.alerts = [&s] {
+    // Alert rules are loaded and shown; their evaluation arrives with the alerting work.
+    json rules = json::array();
+    for (const auto& a : s.snapshot()->config->alerts) {
+      rules.push_back({{"name", a.name},
+                       {"metric", a.metric},
+                       {"op", a.op},
+                       {"threshold", a.threshold},
+                       {"severity", a.severity}});
+    }
+    return json{{"evaluated", false}, {"rules", rules}};
+  };
+  h.reload = [&s] { return s.reload(); };
+  s.admin = std::make_unique<admin::AdminServer>(s.startup->admin.host, s.startup->admin.port,
+                                                 std::move(h));
+  for (auto& w : s.workers) w->start();
+  s.admin->start();
+  for (std::size_t k = 0; k < ports.size(); ++k) {
+    s.log.info("listening", {{"listener", s.startup->listeners[k].name},
+                             {"address", s.startup->listeners[k].listen.host + ":" +
+                                             std::to_string(ports[k])}});
+  }
+  s.log.info("ready", {{"version", kVersion},
+                       {"workers", static_cast<uint64_t>(n)},
+                       {"admin_port", static_cast<uint64_t>(s.admin->port())}});
+  s.write_ready_file(ports, s.admin->port());
+}
+
+admin::ReloadOutcome Gateway::Impl::reload() {
+  admin::ReloadOutcome out;
+  std::shared_ptr<const config::Config> next;
+  std::shared_ptr<const Snapshot> snap;
+  uint64_t gen = 0;
+  {
+    std::lock_guard lock(mu);
+    gen = generation + 1;
+  }
+  std::string error;
+  try {
+    next = std::make_shared<const config::Config>(config::load_file(options.config_path));
+    snap = build_snapshot(next, *startup, gen, shared.metrics);
+  } catch (const config::ConfigError& e) {
+    error = format_diagnostics(e, &out.errors);
+  } catch (const std::exception& e) {
+    error = e.what();
+    out.errors.push_back(error);
+  }
+  std::lock_guard lock(mu);
+  if (!error.empty()) {
+    ++reload_failed;
+    last_error = error;
+    out.ok = false;
+    out.generation = generation;
+    shared.metrics.reload_result(false, generation);
+    log.error("reload failed; the running configuration stays",
+              {{"error", error}, {"generation", generation}});
+    return out;
+  }
+  // Listener sockets and the worker count are fixed for the life of the process.
+  bool restart_needed = next->workers != startup->workers ||
+                        next->listeners.size() != startup->listeners.size();
+  for (std::size_t i = 0; !restart_needed && i < next->listeners.size(); ++i) {
+    restart_needed = next->listeners[i].name != startup->listeners[i].name ||
+                     !(next->listeners[i].listen == startup->listeners[i].listen);
+  }
+  if (!(next->admin == startup->admin)) restart_needed = true;
+  if (restart_needed) {
+    log.warn("listener addresses, admin address or workers changed: takes effect on restart");
+  }
+  generation = gen;
+  current = snap;
+  for (auto& w : workers) w->install(snap);
+  ++reload_ok;
+  shared.metrics.reload_result(true, generation);
+  log.info("configuration reloaded", {{"generation", generation}});
+  out.ok = true;
+  out.generation = generation;
+  return out;
+}
+
+admin::ReloadOutcome Gateway::reload() { return impl_->reload(); }
+
+json Gateway::Impl::stats() {
+  const auto snap = snapshot();
+  json doc;
+  doc["version"] = kVersion;
+  doc["uptime_seconds"] =
+      std::chrono::duration<double>(SystemClock::instance().now() - started).count();
+  doc["generation"] = snap->generation;
+  doc["workers"] = workers.size();
+  doc["draining"] = shared.draining.load();
+  json listeners = json::array();
+  for (std::size_t i = 0; i < snap->listeners.size(); ++i) {
+    const auto& l = snap->listeners[i];
+    listeners.push_back(
+        {{"name", startup->listeners[i].name},
+         {"address", config::Address{startup->listeners[i].listen.host,
+                                     i < ports.size() ? ports[i] : uint16_t{0}}
+                         .text()},
+         {"connections_active", shared.listeners[i]->connections.load()},
+         {"requests_active", shared.listeners[i]->requests.load()},
+         {"connections_total",
+          l.metrics->connections_total ? l.metrics->connections_total->value() : 0.0}});
+  }
+  doc["listeners"] = listeners;
+  json routes = json::array();
+  for (const auto& r : snap->routes) {
+    json by_class = json::object();
+    for (std::size_t i = 0; i < 5; ++i) {
+      by_class[std::to_string(i + 1) + "xx"] = class_total(r.metrics->requests, i);
+    }
+    json route{{"name", r.config->name}, {"cluster", r.config->cluster}, {"requests", by_class}};
+    if (r.metrics->duration != nullptr) {
+      const auto h = r.metrics->duration->snapshot();
+      if (h.count() > 0) {
+        route["p50_ms"] = h.percentile(0.50) * 1e3;
+        route["p99_ms"] = h.percentile(0.99) * 1e3;
+      }
+    }
+    routes.push_back(route);
+  }
+  doc["routes"] = routes;
+  {
+    std::lock_guard lock(mu);
+    doc["reloads"] = {{"success", reload_ok}, {"failure", reload_failed},
+                      {"last_error", last_error}};
+  }
+  doc["access_log"] = {{"written", shared.access_log ? shared.access_log->written() : 0},
+                       {"dropped", shared.access_log ? shared.access_log->dropped() : 0}};
+  return doc;
+}
+
+json Gateway::Impl::clusters() {
+  const auto snap = snapshot();
+  json out = json::array();
+  for (const auto& c : snap->clusters) {
+    json eps = json::array();
+    for (const auto& e : c.endpoints) {
+      const auto* m = e.metrics;
+      double total = 0;
+      for (std::size_t i = 0; i < 5; ++i) total += class_total(m->requests, i);
+      eps.push_back({{"address", e.address},
+                     {"requests_active", m->active ? m->active->value() : 0.0},
+                     {"pool_idle", m->pool_idle ? m->pool_idle->value() : 0.0},
+                     {"pool_busy", m->pool_busy ? m->pool_busy->value() : 0.0},
+                     {"requests_total", total},
+                     {"connect_failures", m->connect_failures ? m->connect_failures->value() : 0.0},
+                     // Active health checks and breakers arrive with the resilience work.
+                     {"health", "unknown"},
+                     {"breaker", "none"}});
+    }
+    out.push_back({{"name", c.config->name},
+                   {"lb", c.config->lb == config::LoadBalancing::round_robin ? "round_robin"
+                                                                              : "least_request"},
+                   {"endpoints", eps}});
+  }
+  return out;
+}
+
+void Gateway::drain() {
+  auto& s = *impl_;
+  if (s.shared.draining.exchange(true)) return;
+  s.shared.metrics.set_draining(true);
+  s.log.info("draining", {{"drain_timeout_ms",
+                           std::chrono::duration<double, std::milli>(
+                               s.startup->shutdown.drain_timeout)
+                               .count()}});
+  for (auto& w : s.workers) w->begin_drain();
+  const TimePoint deadline = SystemClock::instance().now() + s.startup->shutdown.drain_timeout;
+  net::io_context ioc;
+  net::steady_timer timer(ioc);
+  // Poll the connection counts (cheap atomics) until they reach zero or the deadline passes.
+  for (;;) {
+    uint32_t open = 0;
+    for (auto& w : s.workers) open += w->open_connections();
+    if (open == 0) break;
+    if (SystemClock::instance().now() >= deadline) {
+      s.log.warn("drain deadline reached; closing remaining connections",
+                 {{"connections", static_cast<uint64_t>(open)}});
+      break;
+    }
+    timer.expires_after(std::chrono::milliseconds(10));
+    timer.wait();
+  }
+  for (auto& w : s.workers) w->stop();
+  s.log.info("drained");
+}
+
+int Gateway::run() {
+  start();
+  auto& s = *impl_;
+  net::io_context ioc;
+  net::signal_set signals(ioc, SIGHUP, SIGTERM, SIGINT);
+  bool stop = false;
+  std::function<void()> wait = [&] {
+    signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+      if (ec) return;
+      if (signo == SIGHUP) {
+        s.log.info("SIGHUP: reloading");
+        reload();
+        wait();
+        return;
+      }
+      stop = true;
+    });
+  };
+  wait();
+  while (!stop) {
+    ioc.run_one();
+  }
+  // A second SIGTERM during the drain ends the process at once.
+  signals.cancel();
+  signals.clear();
+  std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGINT, SIG_DFL);
+  drain();
+  if (s.admin) s.admin->stop();
+  if (s.shared.access_log) s.shared.access_log->close();
+  s.logs.flush();
+  return 0;
+}
+
+}  // namespace bulwark::gateway::proxy

@@ -1,0 +1,66 @@
+#include "proxy/runtime.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <stdexcept>
+
+namespace bulwark::gateway::proxy {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+tcp::endpoint resolve(const config::Address& a) {
+  boost::system::error_code ec;
+  const auto address = net::ip::make_address(a.host, ec);
+  if (!ec) return {address, a.port};
+  // A name: resolved once per snapshot (at start and on reload), never on the data path.
+  net::io_context ioc;
+  tcp::resolver resolver(ioc);
+  auto results = resolver.resolve(a.host, std::to_string(a.port), ec);
+  if (ec || results.empty()) {
+    throw std::runtime_error("cannot resolve endpoint " + a.text() + ": " +
+                             (ec ? ec.message() : std::string("no address")));
+  }
+  return results.begin()->endpoint();
+}
+
+}  // namespace
+
+std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Config> config,
+                                               const config::Config& startup, uint64_t generation,
+                                               observe::GatewayMetrics& metrics) {
+  auto snap = std::make_shared<Snapshot>(config, Router(config->routes));
+  snap->generation = generation;
+  for (const auto& boot : startup.listeners) {
+    const config::Listener* chosen = &boot;
+    for (const auto& l : config->listeners) {
+      if (l.name == boot.name) chosen = &l;
+    }
+    snap->listeners.push_back({chosen, &metrics.listener(boot.name)});
+  }
+  snap->clusters.reserve(config->clusters.size());
+  for (const auto& c : config->clusters) {
+    ClusterRuntime cr;
+    cr.config = &c;
+    cr.metrics = &metrics.cluster(c.name);
+    for (const auto& e : c.endpoints) {
+      cr.endpoints.push_back({e.text(), resolve(e), &metrics.endpoint(c.name, e.text())});
+    }
+    snap->clusters.push_back(std::move(cr));
+  }
+  snap->routes.reserve(config->routes.size());
+  for (const auto& r : config->routes) {
+    RouteRuntime rr;
+    rr.config = &r;
+    rr.metrics = &metrics.route(r.name);
+    for (const auto& c : snap->clusters) {
+      if (c.config->name == r.cluster) rr.cluster = &c;
+    }
+    snap->routes.push_back(rr);
+  }
+  return snap;
+}
+
+}  // namespace bulwark::gateway::proxy

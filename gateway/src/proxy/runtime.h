@@ -1,0 +1,84 @@
+// A Snapshot is one loaded configuration made ready for the data path: routes with their
+// router, clusters with resolved endpoint addresses, listener limits, and the metric handles
+// each of them records into. Snapshots are immutable and shared (std::shared_ptr<const>):
+// a request keeps the snapshot it started with, so a reload never changes a request in flight.
+//
+// Shared is the state that outlives snapshots and spans workers: metrics, the access log,
+// per-listener connection and request counts (max_connections and max_concurrent_requests
+// are limits per listener across all workers), the drain flag.
+//
+// Thread-safety: Snapshot is immutable. Shared's members are atomics or thread-safe objects.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "observe/access_log.h"
+#include "observe/gateway_metrics.h"
+#include "proxy/router.h"
+
+namespace bulwark::gateway::proxy {
+
+struct EndpointRuntime {
+  std::string address;  // "host:port" as written in the config: the pool key and metric label
+  boost::asio::ip::tcp::endpoint endpoint;
+  observe::EndpointMetrics* metrics = nullptr;
+};
+
+struct ClusterRuntime {
+  const config::Cluster* config = nullptr;
+  std::vector<EndpointRuntime> endpoints;
+  observe::ClusterMetrics* metrics = nullptr;
+};
+
+struct RouteRuntime {
+  const config::Route* config = nullptr;
+  const ClusterRuntime* cluster = nullptr;
+  observe::RouteMetrics* metrics = nullptr;
+};
+
+struct ListenerShared {
+  std::atomic<uint32_t> connections{0};
+  std::atomic<uint32_t> requests{0};
+};
+
+struct Shared {
+  explicit Shared(bulwark::observe::Registry& registry) : metrics(registry) {}
+  observe::GatewayMetrics metrics;
+  std::unique_ptr<observe::AccessLog> access_log;
+  std::atomic<bool> draining{false};
+  // One per listener of the start-up config, in the same order.
+  std::vector<std::unique_ptr<ListenerShared>> listeners;
+};
+
+struct ListenerRuntime {
+  const config::Listener* config = nullptr;
+  observe::ListenerMetrics* metrics = nullptr;
+};
+
+struct Snapshot {
+  uint64_t generation = 0;
+  std::shared_ptr<const config::Config> config;
+  // Indexed like the start-up listeners (listener sockets never change on reload); an entry
+  // keeps the start-up listener's settings when the new config no longer has that name.
+  std::vector<ListenerRuntime> listeners;
+  std::vector<RouteRuntime> routes;  // same order as config->routes
+  std::vector<ClusterRuntime> clusters;
+  Router router;
+
+  Snapshot(std::shared_ptr<const config::Config> c, const Router& r) : config(std::move(c)), router(r) {}
+};
+
+// Builds a snapshot: resolves every endpoint (names through the system resolver, once, here),
+// looks up metric handles. `startup` supplies listener settings missing from `config`.
+// Throws std::runtime_error naming the endpoint that cannot be resolved.
+std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Config> config,
+                                               const config::Config& startup, uint64_t generation,
+                                               observe::GatewayMetrics& metrics);
+
+}  // namespace bulwark::gateway::proxy

@@ -1,0 +1,129 @@
+// One worker's keep-alive connections to upstream endpoints.
+//
+// EndpointPool holds the idle connections to one endpoint (LIFO: the most recently used
+// connection is the warmest and the least likely to have been closed by the upstream) and
+// counts the busy ones. The pool never blocks: when max_per_endpoint connections are busy,
+// acquire() says so and the caller answers 503 pool_exhausted.
+//
+// Idle connections expire after idle_timeout; one that the upstream has closed meanwhile is
+// detected without blocking (a peek on the socket) and discarded when taken.
+//
+// Pools are per worker and keyed by endpoint address, so they carry over config reloads that
+// keep the endpoint. Thread-safety: none; a pool is only touched on its worker's thread.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "bulwark/core/clock.h"
+#include "observe/gateway_metrics.h"
+
+namespace bulwark::gateway::upstream {
+
+using tcp = boost::asio::ip::tcp;
+using SteadyTime = bulwark::TimePoint;
+
+class EndpointPool {
+ public:
+  EndpointPool() = default;
+  EndpointPool(const EndpointPool&) = delete;
+  EndpointPool& operator=(const EndpointPool&) = delete;
+  ~EndpointPool() { close_idle(); }
+
+  void bind_metrics(observe::EndpointMetrics* m) noexcept { metrics_ = m; }
+
+  // Reserves a busy slot. False when max_per_endpoint connections are already busy.
+  bool reserve(uint32_t max_per_endpoint) noexcept {
+    if (busy_ >= max_per_endpoint) return false;
+    ++busy_;
+    if (metrics_ && metrics_->pool_busy) metrics_->pool_busy->inc();
+    return true;
+  }
+  // Gives back a busy slot (the connection itself goes to put_idle() or is closed).
+  void release() noexcept {
+    --busy_;
+    if (metrics_ && metrics_->pool_busy) metrics_->pool_busy->dec();
+  }
+
+  // An idle connection that is still open, or nothing. Expired and closed ones are dropped.
+  std::optional<tcp::socket> take_idle(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
+    while (!idle_.empty()) {
+      Idle entry = std::move(idle_.back());
+      idle_.pop_back();
+      if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
+      if (now - entry.since <= idle_timeout && still_open(entry.socket)) {
+        return std::move(entry.socket);
+      }
+      boost::system::error_code ignored;
+      entry.socket.close(ignored);
+    }
+    return std::nullopt;
+  }
+
+  void put_idle(tcp::socket socket, SteadyTime now, uint32_t max_idle) {
+    if (idle_.size() >= max_idle) {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      return;
+    }
+    idle_.push_back({std::move(socket), now});
+    if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->inc();
+  }
+
+  void close_idle() {
+    for (auto& e : idle_) {
+      boost::system::error_code ignored;
+      e.socket.close(ignored);
+      if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
+    }
+    idle_.clear();
+  }
+
+  uint32_t busy() const noexcept { return busy_; }
+  std::size_t idle() const noexcept { return idle_.size(); }
+  // Requests in flight to this endpoint from this worker (least_request reads it).
+  uint32_t active = 0;
+
+ private:
+  struct Idle {
+    tcp::socket socket;
+    SteadyTime since;
+  };
+
+  // An idle HTTP connection must have nothing to read: data or EOF means the upstream closed
+  // it (or sent something unsolicited), so it cannot carry another request.
+  static bool still_open(tcp::socket& s) noexcept {
+    char byte;
+    const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+
+  std::deque<Idle> idle_;
+  uint32_t busy_ = 0;
+  observe::EndpointMetrics* metrics_ = nullptr;
+};
+
+// Every endpoint pool of one worker, by endpoint address.
+class WorkerPools {
+ public:
+  EndpointPool& at(const std::string& address, observe::EndpointMetrics* metrics) {
+    auto& pool = pools_[address];
+    pool.bind_metrics(metrics);
+    return pool;
+  }
+  void close_idle() {
+    for (auto& [_, pool] : pools_) pool.close_idle();
+  }
+
+ private:
+  std::unordered_map<std::string, EndpointPool> pools_;
+};
+
+}  // namespace bulwark::gateway::upstream
