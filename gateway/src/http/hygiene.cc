@@ -224,6 +224,50 @@ TargetResult check_target(std::string_view target, std::string_view method,
   return r;
 }
 
+namespace {
+
+// Host = uri-host [ ":" port ] (RFC 9110 §7.2): a reg-name (unreserved, sub-delims, pct-encoded)
+// or an IP literal in brackets, then an optional decimal port of at most 65535.
+bool valid_host_value(std::string_view v) {
+  if (v.empty()) return false;
+  std::string_view host = v;
+  std::string_view port;
+  if (v.front() == '[') {
+    const auto close = v.find(']');
+    if (close == std::string_view::npos || close < 3) return false;
+    for (char c : v.substr(1, close - 1)) {
+      const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                      c == ':' || c == '.';
+      if (!ok) return false;
+    }
+    const std::string_view rest = v.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+      if (port.empty()) return false;
+    }
+    host = {};
+  } else if (const auto colon = v.find(':'); colon != std::string_view::npos) {
+    host = v.substr(0, colon);
+    port = v.substr(colon + 1);
+    if (port.empty() || host.empty()) return false;
+  }
+  for (char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~%!$&'()*+,;=").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  if (port.size() > 5) return false;
+  uint32_t p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+    p = p * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return p <= 65535;
+}
+
+}  // namespace
+
 Verdict check_headers(std::span<const HeaderField> fields, int http_minor,
                       const HeaderLimits& limits, Framing* framing) {
   if (fields.size() > limits.max_headers) return refuse(431, "too_many_headers");
@@ -244,9 +288,7 @@ Verdict check_headers(std::span<const HeaderField> fields, int http_minor,
     if (iequals(f.name, "host")) {
       ++hosts;
       const std::string_view v = f.value;
-      if (v.empty() || v.find_first_of(" \t/?#@\\") != std::string_view::npos) {
-        return refuse(400, "bad_host");
-      }
+      if (!valid_host_value(v)) return refuse(400, "bad_host");
     } else if (iequals(f.name, "content-length")) {
       ++content_lengths;
       // A list ("5, 5") is a duplicate in disguise; anything but digits is malformed.
@@ -315,6 +357,42 @@ Verdict check_raw_header_block(std::string_view block) {
     return refuse(400, "obs_fold");
   }
   return kAccepted;
+}
+
+Verdict check_request_head(std::string_view head, const HeaderLimits& limits,
+                           std::size_t max_uri_bytes) {
+  auto next_line = [&head]() {
+    const auto lf = head.find('\n');
+    std::string_view line = head.substr(0, lf);
+    head = lf == std::string_view::npos ? std::string_view() : head.substr(lf + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    return line;
+  };
+  const std::string_view request_line = next_line();
+  if (const Verdict v = check_raw_header_block(head)) return v;
+  const auto sp1 = request_line.find(' ');
+  const auto sp2 = request_line.rfind(' ');
+  // Not a request line at all: nothing more precise than the parser's "malformed".
+  if (sp1 == std::string_view::npos || sp2 == sp1) return kAccepted;
+  const std::string_view method = request_line.substr(0, sp1);
+  const std::string_view target = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = request_line.substr(sp2 + 1);
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") return kAccepted;
+  if (const Verdict v = check_target(target, method, max_uri_bytes).verdict) return v;
+  std::vector<HeaderField> fields;
+  while (!head.empty()) {
+    const std::string_view line = next_line();
+    if (line.empty()) break;
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) return {400, "bad_header_name"};
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    fields.push_back({line.substr(0, colon), value});
+  }
+  const int minor = version == "HTTP/1.0" ? 0 : 1;
+  return check_headers(fields, minor, limits, nullptr);
 }
 
 }  // namespace bulwark::gateway::http

@@ -94,6 +94,14 @@ Verdict check_headers(std::span<const HeaderField> fields, int http_minor,
 // a parser may silently accept: obsolete line folding and bare CR or NUL bytes.
 Verdict check_raw_header_block(std::string_view block);
 
+// All of the above on a raw request head (request line, fields, the empty line), split on
+// line ends without interpreting anything else. The gateway parses requests with Beast; this
+// is what it runs when Beast refuses a head, so that the answer names the precise rule
+// (smuggling, bad_content_length, ...) instead of a generic parse error. Returns kAccepted
+// when no rule applies (the caller then answers 400 malformed).
+Verdict check_request_head(std::string_view head, const HeaderLimits& limits,
+                           std::size_t max_uri_bytes);
+
 // RFC 9110 token (field names, methods).
 bool is_token(std::string_view s) noexcept;
 

@@ -127,6 +127,14 @@ TEST(Headers, HostRules) {
   EXPECT_EQ(header_reason({{"Host", "a b"}}), "bad_host");
   EXPECT_EQ(header_reason({{"Host", "evil.com/x"}}), "bad_host");
   EXPECT_EQ(header_reason({{"Host", "user@evil.com"}}), "bad_host");
+  EXPECT_EQ(header_reason({{"Host", "example.com:8080"}}), "");
+  EXPECT_EQ(header_reason({{"Host", "example.com:http"}}), "bad_host");
+  EXPECT_EQ(header_reason({{"Host", "example.com:65536"}}), "bad_host");
+  EXPECT_EQ(header_reason({{"Host", "example.com:"}}), "bad_host");
+  EXPECT_EQ(header_reason({{"Host", ":80"}}), "bad_host");
+  EXPECT_EQ(header_reason({{"Host", "[::1"}}), "bad_host");
+  EXPECT_EQ(header_reason({{"Host", "[::1]x"}}), "bad_host");
+  EXPECT_EQ(header_reason({{"Host", "a\"b"}}), "bad_host");
 }
 
 TEST(Headers, NamesAndValues) {
@@ -205,6 +213,33 @@ TEST(Token, Rules) {
   EXPECT_FALSE(is_token("a b"));
   EXPECT_FALSE(is_token("a:b"));
   EXPECT_FALSE(is_token("a\"b"));
+}
+
+}  // namespace
+}  // namespace bulwark::gateway::http
+
+namespace bulwark::gateway::http {
+namespace {
+
+std::string_view head_reason(std::string_view head) {
+  return check_request_head(head, HeaderLimits{}, 2048).reason;
+}
+
+TEST(RequestHead, NamesThePreciseRuleOnARawHead) {
+  EXPECT_EQ(head_reason("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n"),
+            "smuggling");
+  EXPECT_EQ(head_reason("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n"),
+            "bad_content_length");
+  EXPECT_EQ(head_reason("GET /a/../../b HTTP/1.1\r\nHost: a\r\n\r\n"), "path_traversal");
+  EXPECT_EQ(head_reason("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n"), "obs_fold");
+  EXPECT_EQ(head_reason("GET / HTTP/1.1\r\nBad Name: a\r\nHost: a\r\n\r\n"), "bad_header_name");
+  EXPECT_EQ(head_reason("GET / HTTP/1.1\r\n\r\n"), "missing_host");
+  EXPECT_EQ(head_reason("GET / HTTP/1.0\r\n\r\n"), "");  // HTTP/1.0 needs no Host
+  EXPECT_EQ(head_reason("GARBAGE\r\n\r\n"), "");  // no rule of ours: the caller says malformed
+  EXPECT_EQ(head_reason("GET / HTTP/9.9\r\nHost: a\r\n\r\n"), "");
+  EXPECT_EQ(head_reason("GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n"), "bad_header_name");
+  EXPECT_EQ(head_reason("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), "");
 }
 
 }  // namespace

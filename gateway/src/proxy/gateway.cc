@@ -96,12 +96,8 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
   }
   s.current = build_snapshot(s.startup, *s.startup, s.generation, s.shared.metrics);
   s.shared.metrics.reload_result(true, s.generation);
-  s.registry.add_collector([&s](bulwark::observe::MetricsSink& sink) {
-    if (s.shared.access_log) {
-      sink.counter("bulwark_access_log_dropped_total", "Access log lines dropped (queue full).",
-                   {}, static_cast<double>(s.shared.access_log->dropped()));
-    }
-  });
+  s.shared.metrics.set_access_log_dropped_source(
+      [&s]() -> uint64_t { return s.shared.access_log ? s.shared.access_log->dropped() : 0; });
 }
 
 Gateway::~Gateway() {
@@ -181,9 +177,9 @@ void Gateway::start() {
   for (auto& w : s.workers) w->start();
   s.admin->start();
   for (std::size_t k = 0; k < ports.size(); ++k) {
-    s.log.info("listening", {{"listener", s.startup->listeners[k].name},
-                             {"address", s.startup->listeners[k].listen.host + ":" +
-                                             std::to_string(ports[k])}});
+    s.log.info("listening",
+               {{"listener", s.startup->listeners[k].name},
+                {"address", s.startup->listeners[k].listen.host + ":" + std::to_string(ports[k])}});
   }
   s.log.info("ready", {{"version", kVersion},
                        {"workers", static_cast<uint64_t>(n)},
@@ -222,8 +218,8 @@ admin::ReloadOutcome Gateway::Impl::reload() {
     return out;
   }
   // Listener sockets and the worker count are fixed for the life of the process.
-  bool restart_needed = next->workers != startup->workers ||
-                        next->listeners.size() != startup->listeners.size();
+  bool restart_needed =
+      next->workers != startup->workers || next->listeners.size() != startup->listeners.size();
   for (std::size_t i = 0; !restart_needed && i < next->listeners.size(); ++i) {
     restart_needed = next->listeners[i].name != startup->listeners[i].name ||
                      !(next->listeners[i].listen == startup->listeners[i].listen);
@@ -287,8 +283,8 @@ json Gateway::Impl::stats() {
   doc["routes"] = routes;
   {
     std::lock_guard lock(mu);
-    doc["reloads"] = {{"success", reload_ok}, {"failure", reload_failed},
-                      {"last_error", last_error}};
+    doc["reloads"] = {
+        {"success", reload_ok}, {"failure", reload_failed}, {"last_error", last_error}};
   }
   doc["access_log"] = {{"written", shared.access_log ? shared.access_log->written() : 0},
                        {"dropped", shared.access_log ? shared.access_log->dropped() : 0}};
@@ -316,7 +312,7 @@ json Gateway::Impl::clusters() {
     }
     out.push_back({{"name", c.config->name},
                    {"lb", c.config->lb == config::LoadBalancing::round_robin ? "round_robin"
-                                                                              : "least_request"},
+                                                                             : "least_request"},
                    {"endpoints", eps}});
   }
   return out;
@@ -326,10 +322,10 @@ void Gateway::drain() {
   auto& s = *impl_;
   if (s.shared.draining.exchange(true)) return;
   s.shared.metrics.set_draining(true);
-  s.log.info("draining", {{"drain_timeout_ms",
-                           std::chrono::duration<double, std::milli>(
-                               s.startup->shutdown.drain_timeout)
-                               .count()}});
+  s.log.info(
+      "draining",
+      {{"drain_timeout_ms",
+        std::chrono::duration<double, std::milli>(s.startup->shutdown.drain_timeout).count()}});
   for (auto& w : s.workers) w->begin_drain();
   const TimePoint deadline = SystemClock::instance().now() + s.startup->shutdown.drain_timeout;
   net::io_context ioc;

@@ -4,6 +4,7 @@
 //   bulwark --check-config --config FILE         validate: exit 0 ("configuration ok: FILE")
 //                                                or 1 (one diagnostic per line on stderr)
 //   bulwark --version
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -60,6 +61,9 @@ int main(int argc, char** argv) {
     }
   }
   if (config_path.empty()) return usage_error("--config FILE is required");
+  // Sockets send with MSG_NOSIGNAL; an access log written to a pipe whose reader left must
+  // not kill the process either.
+  std::signal(SIGPIPE, SIG_IGN);
 
   bulwark::gateway::config::Config config;
   try {
@@ -75,8 +79,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    bulwark::gateway::proxy::Gateway gateway({.config_path = config_path,
-                                              .ready_file = ready_file},
+    bulwark::gateway::proxy::Gateway gateway({.config_path = config_path, .ready_file = ready_file},
                                              std::move(config));
     return gateway.run();
   } catch (const std::exception& e) {

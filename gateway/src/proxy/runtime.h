@@ -71,7 +71,8 @@ struct Snapshot {
   std::vector<ClusterRuntime> clusters;
   Router router;
 
-  Snapshot(std::shared_ptr<const config::Config> c, const Router& r) : config(std::move(c)), router(r) {}
+  Snapshot(std::shared_ptr<const config::Config> c, const Router& r)
+      : config(std::move(c)), router(r) {}
 };
 
 // Builds a snapshot: resolves every endpoint (names through the system resolver, once, here),

@@ -3,17 +3,18 @@
 // headers (with BOOST_BEAST_SEPARATE_COMPILATION they are declarations only).
 #include "proxy/server.h"
 
+#include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
-#include <algorithm>
-#include <array>
 #include <list>
 #include <optional>
 #include <string>
@@ -104,6 +105,30 @@ std::string_view stream_reason(StreamEnd e) {
   }
   return "";
 }
+
+// Cancels a pending read on a stream at a deadline, without closing the socket. Shared with
+// the timer's handler, which may run after the session frame is gone: it touches the stream
+// only while armed.
+struct HeaderTimer : std::enable_shared_from_this<HeaderTimer> {
+  explicit HeaderTimer(net::io_context& ioc) : timer(ioc) {}
+  void arm(TimePoint deadline, beast::tcp_stream& s) {
+    stream = &s;
+    timer.expires_at(deadline);
+    timer.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->stream == nullptr) return;
+      self->fired = true;
+      error_code ignored;
+      self->stream->socket().cancel(ignored);
+    });
+  }
+  void disarm() {
+    stream = nullptr;
+    timer.cancel();
+  }
+  net::steady_timer timer;
+  beast::tcp_stream* stream = nullptr;
+  bool fired = false;
+};
 
 }  // namespace
 
@@ -281,12 +306,13 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
 
   beast::flat_buffer buffer;
   bool first = true;
+  const TimePoint accepted = now();
 
   {
     const auto& lc = *snapshot->listeners[listener_index].config;
     if (connections > lc.limits.max_connections) {
-      auto res = error_response(503, "connection_limit", observe::generate_request_id(random), 11,
-                                false);
+      auto res =
+          error_response(503, "connection_limit", observe::generate_request_id(random), 11, false);
       snapshot->listeners[listener_index].metrics->response(503, "connection_limit").inc();
       stream.expires_after(std::chrono::seconds(1));
       co_await http::async_write(stream, res, kTuple);
@@ -305,10 +331,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     // 1. Wait for the request to begin: the idle timeout between keep-alive requests, the
     //    header timeout for a brand-new connection (a client that connects and sends nothing
     //    is a slowloris too).
+    bool request_began = false;  // this request's first byte came after the wait below
     if (buffer.size() == 0) {
       if (draining) co_return;
       conn_it->idle = true;
-      stream.expires_after(first ? lc.timeouts.header_read : lc.timeouts.idle);
+      stream.expires_at(first ? accepted + lc.timeouts.header_read : now() + lc.timeouts.idle);
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kBufferBytes), kTuple);
       conn_it->idle = false;
       if (ec) {
@@ -318,6 +345,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         co_return;
       }
       buffer.commit(n);
+      request_began = !first;
     }
     first = false;
 
@@ -331,8 +359,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     // Answers with a response of the gateway's own, records it, and says whether the
     // connection can go on.
     bool keep_alive = true;
-    auto refuse = [&](int status, std::string_view reason,
-                      bool close) -> net::awaitable<bool> {
+    auto refuse = [&](int status, std::string_view reason, bool close) -> net::awaitable<bool> {
       if (x.request_id.empty()) x.request_id = observe::generate_request_id(random);
       x.status = status;
       x.reason = reason;
@@ -355,7 +382,17 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     const std::size_t max_line = lc.limits.max_uri_bytes + kRequestLineSlack;
     const std::size_t max_block = max_line + lc.limits.max_header_bytes + 4;
     std::size_t header_end = std::string_view::npos;
-    stream.expires_after(lc.timeouts.header_read);
+    // The header deadline runs from the first byte of this request (from the accept for a
+    // new connection). It is a timer that cancels the read rather than the stream's own
+    // timeout, because the stream closes the socket on expiry and the client is owed a 408.
+    const TimePoint header_deadline = (request_began ? now() : accepted) + lc.timeouts.header_read;
+    stream.expires_never();
+    auto header_timer = std::make_shared<HeaderTimer>(ioc);
+    header_timer->arm(header_deadline, stream);
+    struct Disarm {
+      std::shared_ptr<HeaderTimer> t;
+      ~Disarm() { t->disarm(); }
+    } disarm{header_timer};
     for (;;) {
       const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
       header_end = data.find("\r\n\r\n");
@@ -378,13 +415,15 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         co_return;
       }
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kBufferBytes), kTuple);
-      if (ec == beast::error::timeout) {
+      if (header_timer->fired) {
+        header_timer->disarm();
         co_await refuse(408, "header_timeout", true);
         co_return;
       }
       if (ec) co_return;  // the client went away mid-header
       buffer.commit(n);
     }
+    header_timer->disarm();
     {
       const std::string_view block(static_cast<const char*>(buffer.data().data()), header_end);
       const auto first_line = block.find('\n');
@@ -398,6 +437,9 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       }
     }
 
+    // Beast consumes the request line before it refuses a field; keep the head to name the
+    // broken rule afterwards (a few hundred bytes).
+    const std::string head_copy(static_cast<const char*>(buffer.data().data()), header_end);
     http::request_parser<http::buffer_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(max_block + 1));
     parser.body_limit(lc.limits.max_body_bytes);
@@ -417,8 +459,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         co_return;
       }
       if (ec) {
-        // The whole header block was in the buffer, so any other error is a parse error.
-        co_await refuse(400, "malformed", true);
+        // The whole head was in the buffer, so this is a parse error; name the rule it breaks
+        // when one of ours does (Beast stops at the first problem without saying which).
+        const hygiene::HeaderLimits limits{lc.limits.max_headers, lc.limits.max_header_bytes};
+        const auto v = hygiene::check_request_head(head_copy, limits, lc.limits.max_uri_bytes);
+        co_await refuse(v ? v.status : 400, v ? v.reason : "malformed", true);
         co_return;
       }
     }
@@ -427,8 +472,8 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     keep_alive = req.keep_alive();
 
     // 3. Hygiene.
-    const auto target = hygiene::check_target(req.target(), req.method_string(),
-                                           lc.limits.max_uri_bytes);
+    const auto target =
+        hygiene::check_target(req.target(), req.method_string(), lc.limits.max_uri_bytes);
     // A refused target is logged as received (bounded; the log escapes it).
     x.path = target.verdict ? std::string(req.target().substr(0, 256)) : target.target.path;
     {
@@ -648,8 +693,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
           } else if (rec == beast::error::timeout) {
             fail_status = 408;
             fail_reason = "body_timeout";
-          } else if (rec.category() == make_error_code(http::error::bad_chunk)
-                                           .category()) {
+          } else if (rec.category() == make_error_code(http::error::bad_chunk).category()) {
             fail_status = 400;
             fail_reason = "malformed";
           } else {
@@ -659,7 +703,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
           break;
         }
         x.bytes_in += got;
-        req.body().data = body_buf.data();
+        req.body().data = got > 0 ? body_buf.data() : nullptr;
         req.body().size = got;
         req.body().more = !parser.is_done();
         if (got == 0 && !parser.is_done()) continue;
@@ -818,7 +862,9 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         break;
       }
       if (got == 0 && !rp.is_done()) continue;
-      res.body().data = body_buf.data();
+      // A zero-length piece must be passed as "no data": Beast would otherwise frame it as
+      // an empty chunk, which on the wire is the last-chunk marker.
+      res.body().data = got > 0 ? body_buf.data() : nullptr;
       res.body().size = got;
       res.body().more = !rp.is_done();
       stream.expires_after(rc.timeouts.stream_idle);

@@ -1,0 +1,193 @@
+#include "observe/gateway_metrics.h"
+
+#include <charconv>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace bulwark::gateway::observe {
+namespace {
+
+constexpr std::array<std::string_view, 5> kClassLabels = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+
+std::array<Counter*, 5> by_class(bulwark::observe::Family<Counter>& family,
+                                 std::initializer_list<std::string_view> leading) {
+  std::array<Counter*, 5> out{};
+  std::vector<std::string_view> values(leading);
+  values.emplace_back();
+  for (std::size_t i = 0; i < kClassLabels.size(); ++i) {
+    values.back() = kClassLabels[i];
+    out[i] = &family.with(std::span<const std::string_view>(values));
+  }
+  return out;
+}
+
+}  // namespace
+
+Counter& ListenerMetrics::response(int status, std::string_view reason) {
+  char code[12];
+  const auto res = std::to_chars(code, code + sizeof code, status);
+  return responses_family->with({name, std::string_view(code, res.ptr - code), reason});
+}
+
+Counter& RouteMetrics::stream_abort(std::string_view reason) {
+  return aborts_family->with({name, reason});
+}
+
+GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_(registry) {
+  auto& r = registry_;
+  listener_connections_active_ = &r.gauge("bulwark_listener_connections_active",
+                                          "Client connections open on the listener.", {"listener"});
+  listener_connections_total_ = &r.counter("bulwark_listener_connections_total",
+                                           "Client connections accepted.", {"listener"});
+  listener_requests_active_ = &r.gauge("bulwark_listener_requests_active",
+                                       "Requests in progress on the listener.", {"listener"});
+  gateway_responses_ =
+      &r.counter("bulwark_gateway_responses_total",
+                 "Responses the gateway made itself (refusals and upstream failures), by status "
+                 "code and x-bulwark-reason.",
+                 {"listener", "code", "reason"});
+  route_requests_ =
+      &r.counter("bulwark_route_requests_total",
+                 "Requests routed, by status class of the response sent.", {"route", "class"});
+  route_duration_ =
+      &r.histogram("bulwark_route_request_duration_seconds",
+                   "Time from request start to the end of the response, in seconds.", {"route"});
+  route_request_bytes_ = &r.counter("bulwark_route_request_bytes_total",
+                                    "Request body bytes read from clients.", {"route"});
+  route_response_bytes_ = &r.counter("bulwark_route_response_bytes_total",
+                                     "Response body bytes written to clients.", {"route"});
+  route_stream_aborts_ = &r.counter(
+      "bulwark_route_stream_aborts_total",
+      "Responses cut short by a stream guard after the header was sent.", {"route", "reason"});
+  cluster_requests_ = &r.counter("bulwark_cluster_requests_total",
+                                 "Requests sent to the cluster, by status class of the response.",
+                                 {"cluster", "class"});
+  cluster_duration_ =
+      &r.histogram("bulwark_cluster_request_duration_seconds",
+                   "Upstream request duration for the cluster, in seconds.", {"cluster"});
+  endpoint_requests_ = &r.counter("bulwark_endpoint_requests_total",
+                                  "Requests sent to the endpoint, by status class of the response.",
+                                  {"cluster", "endpoint", "class"});
+  endpoint_duration_ = &r.histogram("bulwark_endpoint_request_duration_seconds",
+                                    "Upstream request duration for the endpoint, in seconds.",
+                                    {"cluster", "endpoint"});
+  endpoint_active_ = &r.gauge("bulwark_endpoint_requests_active",
+                              "Requests in progress on the endpoint.", {"cluster", "endpoint"});
+  endpoint_connect_failures_ =
+      &r.counter("bulwark_endpoint_connect_failures_total",
+                 "Failed connection attempts to the endpoint.", {"cluster", "endpoint"});
+  endpoint_connections_opened_ =
+      &r.counter("bulwark_endpoint_connections_opened_total", "Connections opened to the endpoint.",
+                 {"cluster", "endpoint"});
+  endpoint_pool_connections_ =
+      &r.gauge("bulwark_endpoint_pool_connections",
+               "Pooled upstream connections to the endpoint, by state (idle or busy).",
+               {"cluster", "endpoint", "state"});
+
+  auto& reloads = r.counter("bulwark_config_reloads_total",
+                            "Configuration reload attempts, by result.", {"result"});
+  reloads_success_ = &reloads.with({"success"});
+  reloads_failure_ = &reloads.with({"failure"});
+  generation_ =
+      &r.gauge("bulwark_config_generation", "Generation of the configuration in service.").with();
+  last_reload_success_ = &r.gauge("bulwark_config_last_reload_success",
+                                  "1 if the last configuration reload succeeded, else 0.")
+                              .with();
+  draining_ = &r.gauge("bulwark_draining", "1 while the gateway is draining for shutdown.").with();
+}
+
+GatewayMetrics::~GatewayMetrics() {
+  if (dropped_collector_ != 0) registry_.remove_collector(dropped_collector_);
+}
+
+ListenerMetrics& GatewayMetrics::listener(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = listeners_.try_emplace(name);
+  ListenerMetrics& m = it->second;
+  if (inserted) {
+    m.name = name;
+    m.connections_active = &listener_connections_active_->with({name});
+    m.connections_total = &listener_connections_total_->with({name});
+    m.requests_active = &listener_requests_active_->with({name});
+    m.responses_family = gateway_responses_;
+  }
+  return m;
+}
+
+RouteMetrics& GatewayMetrics::route(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = routes_.try_emplace(name);
+  RouteMetrics& m = it->second;
+  if (inserted) {
+    m.name = name;
+    m.requests = by_class(*route_requests_, {name});
+    m.duration = &route_duration_->with({name});
+    m.request_bytes = &route_request_bytes_->with({name});
+    m.response_bytes = &route_response_bytes_->with({name});
+    m.aborts_family = route_stream_aborts_;
+  }
+  return m;
+}
+
+ClusterMetrics& GatewayMetrics::cluster(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = clusters_.try_emplace(name);
+  ClusterMetrics& m = it->second;
+  if (inserted) {
+    m.requests = by_class(*cluster_requests_, {name});
+    m.duration = &cluster_duration_->with({name});
+  }
+  return m;
+}
+
+EndpointMetrics& GatewayMetrics::endpoint(const std::string& cluster, const std::string& endpoint) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = endpoints_.try_emplace({cluster, endpoint});
+  EndpointMetrics& m = it->second;
+  if (inserted) {
+    m.requests = by_class(*endpoint_requests_, {cluster, endpoint});
+    m.duration = &endpoint_duration_->with({cluster, endpoint});
+    m.active = &endpoint_active_->with({cluster, endpoint});
+    m.connect_failures = &endpoint_connect_failures_->with({cluster, endpoint});
+    m.connections_opened = &endpoint_connections_opened_->with({cluster, endpoint});
+    m.pool_idle = &endpoint_pool_connections_->with({cluster, endpoint, "idle"});
+    m.pool_busy = &endpoint_pool_connections_->with({cluster, endpoint, "busy"});
+  }
+  return m;
+}
+
+void GatewayMetrics::reload_result(bool success, uint64_t generation) {
+  if (success) {
+    reloads_success_->inc();
+    generation_->set(static_cast<double>(generation));
+    last_reload_success_->set(1);
+  } else {
+    reloads_failure_->inc();
+    last_reload_success_->set(0);
+  }
+}
+
+void GatewayMetrics::set_draining(bool draining) { draining_->set(draining ? 1 : 0); }
+
+void GatewayMetrics::set_access_log_dropped_source(std::function<uint64_t()> source) {
+  // Registered outside dropped_mu_: the collector takes that lock while the registry holds its
+  // own collector locks.
+  std::call_once(dropped_once_, [this] {
+    dropped_collector_ = registry_.add_collector([this](bulwark::observe::MetricsSink& sink) {
+      uint64_t value;
+      {
+        std::lock_guard lock(dropped_mu_);
+        value = dropped_base_ + (dropped_source_ ? dropped_source_() : 0);
+      }
+      sink.counter("bulwark_access_log_dropped_total",
+                   "Access log lines dropped because the queue was full or the write failed.", {},
+                   static_cast<double>(value));
+    });
+  });
+  std::lock_guard lock(dropped_mu_);
+  if (dropped_source_) dropped_base_ += dropped_source_();
+  dropped_source_ = std::move(source);
+}
+
+}  // namespace bulwark::gateway::observe
