@@ -1,0 +1,117 @@
+"""Command line: --version, --check-config (ok, diagnostics with file:line:col, missing file),
+and a run that refuses a broken config."""
+
+import os
+import re
+import subprocess
+
+from harness import BIN, GatewayTest, make_config, to_yaml, scale
+
+VALID = """\
+workers: 1
+admin: {listen: 127.0.0.1:0}
+listeners:
+  - name: public
+    listen: 127.0.0.1:0
+routes:
+  - name: api
+    match: {path_prefix: /}
+    cluster: backend
+clusters:
+  - name: backend
+    endpoints: [127.0.0.1:9001]
+"""
+
+# Line 9, column 5: `timeoutz` (block style) — and line 5, column 16: `header_reed` (flow).
+TYPO = """\
+workers: 1
+admin: {listen: 127.0.0.1:0}
+listeners:
+  - name: public
+    timeouts: {header_reed: 2s}
+    listen: 127.0.0.1:0
+routes:
+  - name: api
+    timeoutz: {request: 1s}
+    cluster: backend
+clusters:
+  - name: backend
+    endpoints: [127.0.0.1:9001]
+"""
+
+
+class CliTest(GatewayTest):
+    def run_bin(self, *args, timeout=None):
+        if not BIN:
+            self.skipTest("BULWARK_BIN is not set")
+        return subprocess.run([BIN, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout or scale(20))
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_version(self):
+        r = self.run_bin("--version")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertRegex(r.stdout.strip(), r"^bulwark \d+\.\d+\.\d+\S*$")
+
+    def test_check_config_ok(self):
+        path = self.write("ok.yaml", VALID)
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("configuration ok: %s" % path, r.stdout)
+
+    def test_check_config_generated_config_ok(self):
+        # The configs the other modules generate must pass the validator too.
+        path = self.write("gen.yaml", to_yaml(make_config(["127.0.0.1:9001"])) + "\n")
+        r = self.run_bin("--check-config", "--config", path)
+        with open(path) as f:
+            self.assertEqual(r.returncode, 0, (r, f.read()))
+
+    def test_check_config_typo_reports_position_path_and_hint(self):
+        path = self.write("typo.yaml", TYPO)
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertNotIn("configuration ok", r.stdout)
+        lines = [l for l in r.stderr.splitlines() if l.startswith(path + ":")]
+        self.assertEqual(len(lines), 2, r.stderr)
+        # Both errors, in file order.
+        self.assertEqual(
+            lines[0],
+            "%s:5:16: listeners[0].timeouts.header_reed: unknown key 'header_reed'; "
+            "did you mean 'header_read'?" % path)
+        self.assertEqual(
+            lines[1],
+            "%s:9:5: routes[0].timeoutz: unknown key 'timeoutz'; did you mean 'timeouts'?"
+            % path)
+
+    def test_check_config_bad_value(self):
+        path = self.write("bad.yaml", VALID.replace("    listen: 127.0.0.1:0\n",
+                                                    "    listen: 127.0.0.1:0\n"
+                                                    "    timeouts: {header_read: 10}\n"))
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertRegex(r.stderr, re.escape(path) +
+                         r":6:29: listeners\[0\]\.timeouts\.header_read: expected a positive "
+                         r"duration")
+
+    def test_check_config_missing_file(self):
+        path = os.path.join(self.tmp, "does-not-exist.yaml")
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("does-not-exist.yaml", r.stderr)
+        self.assertNotIn("configuration ok", r.stdout)
+
+    def test_run_with_broken_config_exits_nonzero(self):
+        path = self.write("typo.yaml", TYPO)
+        r = self.run_bin("--config", path)
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertIn("header_reed", r.stderr)
+
+    def test_unknown_option(self):
+        r = self.run_bin("--no-such-option")
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertTrue(r.stderr.strip(), r)
