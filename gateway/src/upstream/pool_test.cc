@@ -1,0 +1,118 @@
+#include "upstream/pool.h"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/write.hpp>
+
+namespace bulwark::gateway::upstream {
+namespace {
+
+namespace net = boost::asio;
+using namespace std::chrono_literals;
+
+// A connected pair of sockets on 127.0.0.1: `client` goes into the pool, `server` plays the
+// upstream.
+struct Pair {
+  tcp::socket client;
+  tcp::socket server;
+};
+
+Pair connect_pair(net::io_context& ioc) {
+  tcp::acceptor acceptor(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  tcp::socket client(ioc);
+  client.connect(acceptor.local_endpoint());
+  tcp::socket server = acceptor.accept();
+  return {std::move(client), std::move(server)};
+}
+
+TEST(EndpointPool, ReservesUpToTheBusyLimit) {
+  EndpointPool pool;
+  EXPECT_TRUE(pool.reserve(2));
+  EXPECT_TRUE(pool.reserve(2));
+  EXPECT_FALSE(pool.reserve(2));
+  EXPECT_EQ(pool.busy(), 2u);
+  pool.release();
+  EXPECT_TRUE(pool.reserve(2));
+}
+
+TEST(EndpointPool, GivesBackTheMostRecentlyUsedOpenConnection) {
+  net::io_context ioc;
+  auto a = connect_pair(ioc);
+  auto b = connect_pair(ioc);
+  const auto b_port = b.client.local_endpoint().port();
+  EndpointPool pool;
+  const TimePoint t0{};
+  pool.put_idle(std::move(a.client), t0, 4);
+  pool.put_idle(std::move(b.client), t0 + 1s, 4);
+  EXPECT_EQ(pool.idle(), 2u);
+  auto got = pool.take_idle(t0 + 2s, 60s);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->local_endpoint().port(), b_port);
+  EXPECT_EQ(pool.idle(), 1u);
+}
+
+// Blocks until `s` has something to read (data or EOF), at most 5 s.
+bool wait_readable(tcp::socket& s) {
+  pollfd p{s.native_handle(), POLLIN, 0};
+  return ::poll(&p, 1, 5000) == 1;
+}
+
+TEST(EndpointPool, DropsConnectionsTheUpstreamClosedOrThatSentData) {
+  net::io_context ioc;
+  auto closed = connect_pair(ioc);
+  auto chatty = connect_pair(ioc);
+  auto quiet = connect_pair(ioc);
+  closed.server.close();
+  net::write(chatty.server, net::buffer(std::string_view("HTTP/1.1 408 Timeout\r\n\r\n")));
+  ASSERT_TRUE(wait_readable(closed.client));
+  ASSERT_TRUE(wait_readable(chatty.client));
+  const auto quiet_port = quiet.client.local_endpoint().port();
+  EndpointPool pool;
+  pool.put_idle(std::move(quiet.client), TimePoint{}, 4);
+  pool.put_idle(std::move(closed.client), TimePoint{}, 4);
+  pool.put_idle(std::move(chatty.client), TimePoint{}, 4);
+  auto got = pool.take_idle(TimePoint{}, 60s);  // skips chatty and closed
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->local_endpoint().port(), quiet_port);
+  EXPECT_EQ(pool.idle(), 0u);
+}
+
+TEST(EndpointPool, ExpiresIdleConnectionsAndBoundsTheirNumber) {
+  net::io_context ioc;
+  auto a = connect_pair(ioc);
+  auto b = connect_pair(ioc);
+  auto c = connect_pair(ioc);
+  EndpointPool pool;
+  pool.put_idle(std::move(a.client), TimePoint{}, 2);
+  pool.put_idle(std::move(b.client), TimePoint{}, 2);
+  pool.put_idle(std::move(c.client), TimePoint{}, 2);  // over max_idle: closed at once
+  EXPECT_EQ(pool.idle(), 2u);
+  EXPECT_FALSE(pool.take_idle(TimePoint{} + 61s, 60s).has_value());
+  EXPECT_EQ(pool.idle(), 0u);
+}
+
+TEST(EndpointPool, KeepsTheGaugesInStep) {
+  observe::Gauge idle;
+  observe::Gauge busy;
+  observe::EndpointMetrics m;
+  m.pool_idle = &idle;
+  m.pool_busy = &busy;
+  net::io_context ioc;
+  auto a = connect_pair(ioc);
+  {
+    EndpointPool pool;
+    pool.bind_metrics(&m);
+    ASSERT_TRUE(pool.reserve(1));
+    EXPECT_EQ(busy.value(), 1);
+    pool.release();
+    pool.put_idle(std::move(a.client), TimePoint{}, 4);
+    EXPECT_EQ(idle.value(), 1);
+    EXPECT_EQ(busy.value(), 0);
+  }
+  EXPECT_EQ(idle.value(), 0);  // the destructor closes and uncounts idle connections
+}
+
+}  // namespace
+}  // namespace bulwark::gateway::upstream
