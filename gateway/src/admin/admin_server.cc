@@ -1,0 +1,375 @@
+#include "admin/admin_server.h"
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+namespace bulwark::gateway::admin {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using nlohmann::json;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+using ErrorCode = boost::system::error_code;
+
+// Completion token: results as (error_code, values...) tuples instead of exceptions. A named
+// constant, so that no temporary token lives inside a co_await expression (GCC 12 miscompiles
+// some of those).
+constexpr asio::as_tuple_t<asio::use_awaitable_t<>> kToken{};
+
+constexpr std::size_t kHeaderLimit = 8 * 1024;
+constexpr std::uint64_t kBodyLimit = 64 * 1024;
+constexpr auto kRequestTimeout = std::chrono::seconds(10);
+constexpr auto kIdleTimeout = std::chrono::seconds(60);
+constexpr auto kWriteTimeout = std::chrono::seconds(10);
+// After an error answer the rest of the request is read and dropped for a short while, so that
+// closing with unread input does not reset the connection before the client read the answer.
+constexpr auto kLingerTimeout = std::chrono::seconds(1);
+constexpr std::size_t kLingerBytes = 256 * 1024;
+constexpr std::size_t kMaxConnections = 64;
+constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
+
+constexpr std::string_view kJson = "application/json";
+constexpr std::string_view kHtml = "text/html; charset=utf-8";
+constexpr std::string_view kPrometheus = "text/plain; version=0.0.4; charset=utf-8";
+
+Response make_response(http::status status, std::string_view content_type, std::string body) {
+  Response res{status, 11};
+  res.set(http::field::content_type, content_type);
+  res.set(http::field::cache_control, "no-store");
+  res.body() = std::move(body);
+  return res;
+}
+
+Response json_response(http::status status, const json& document) {
+  // Invalid UTF-8 (an upstream's error text, say) must not turn an answer into an exception.
+  std::string body = document.dump(-1, ' ', false, json::error_handler_t::replace);
+  body += '\n';
+  return make_response(status, kJson, std::move(body));
+}
+
+Response error_response(http::status status, std::string_view message) {
+  return json_response(status, json{{"error", message}});
+}
+
+// A handler that the embedding program left unset.
+Response not_available() {
+  return error_response(http::status::service_unavailable, "not available");
+}
+
+enum class Allowed { get, post };
+
+struct Endpoint {
+  std::string_view path;
+  Allowed allowed;
+};
+
+constexpr Endpoint kEndpoints[] = {
+    {"/", Allowed::get},       {"/metrics", Allowed::get}, {"/healthz", Allowed::get},
+    {"/readyz", Allowed::get}, {"/stats", Allowed::get},   {"/clusters", Allowed::get},
+    {"/config", Allowed::get}, {"/alerts", Allowed::get},  {"/reload", Allowed::post},
+};
+
+bool is_http_parse_error(const ErrorCode& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_method).category() &&
+         ec != http::error::end_of_stream && ec != http::error::partial_message;
+}
+
+}  // namespace
+
+struct AdminServer::Impl {
+  Impl(const std::string& host, uint16_t port, AdminHandlers h)
+      : acceptor(ioc), retry_timer(ioc), handlers(std::move(h)) {
+    const tcp::endpoint endpoint = resolve(host, port);
+    ErrorCode ec;
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      throw std::system_error(std::error_code(ec),
+                              "admin listener " + host + ":" + std::to_string(port));
+    }
+    bound_port = acceptor.local_endpoint().port();
+  }
+
+  static tcp::endpoint resolve(const std::string& host, uint16_t port) {
+    ErrorCode ec;
+    const auto address = asio::ip::make_address(host, ec);
+    if (!ec) return tcp::endpoint(address, port);
+    asio::io_context resolver_context;
+    tcp::resolver resolver(resolver_context);
+    const auto results = resolver.resolve(host, std::to_string(port), ec);
+    if (ec || results.empty()) {
+      throw std::system_error(
+          ec ? std::error_code(ec) : std::make_error_code(std::errc::address_not_available),
+          "admin listener " + host + ":" + std::to_string(port));
+    }
+    return results.begin()->endpoint();
+  }
+
+  void start() {
+    if (started || stopping) return;
+    started = true;
+    asio::co_spawn(ioc, accept_loop(), [](std::exception_ptr) {});
+    thread = std::thread([this] {
+      for (;;) {
+        try {
+          ioc.run();
+          return;
+        } catch (...) {
+          // A handler escaped with an exception; the other connections keep being served.
+        }
+      }
+    });
+  }
+
+  void stop() {
+    if (thread.joinable()) {
+      asio::post(ioc, [this] { close_all(); });
+      thread.join();
+    } else {
+      // Never started (or already stopped): nothing runs on the io_context.
+      stopping = true;
+      ErrorCode ec;
+      acceptor.close(ec);
+    }
+  }
+
+  // On the admin thread. Every pending operation completes with operation_aborted, each
+  // coroutine returns, and the io_context runs out of work, which ends the thread.
+  void close_all() {
+    stopping = true;
+    ErrorCode ec;
+    acceptor.close(ec);
+    retry_timer.cancel();
+    for (auto& [id, stream] : sessions) {
+      stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+      stream->close();
+    }
+  }
+
+  asio::awaitable<void> accept_loop() {
+    while (!stopping) {
+      auto [ec, socket] = co_await acceptor.async_accept(kToken);
+      if (stopping) co_return;
+      if (ec) {
+        // EMFILE and friends: back off instead of spinning on a failing accept.
+        retry_timer.expires_after(kAcceptRetryDelay);
+        auto waited = co_await retry_timer.async_wait(kToken);
+        std::ignore = waited;
+        continue;
+      }
+      if (sessions.size() >= kMaxConnections) {
+        ErrorCode ignored;
+        socket.close(ignored);
+        continue;
+      }
+      auto stream = std::make_unique<beast::tcp_stream>(std::move(socket));
+      const uint64_t id = next_session_id++;
+      sessions.emplace(id, stream.get());
+      asio::co_spawn(ioc, session(std::move(stream), id), [](std::exception_ptr) {});
+    }
+  }
+
+  asio::awaitable<void> session(std::unique_ptr<beast::tcp_stream> owned, uint64_t id) {
+    struct Deregister {
+      Impl* self;
+      uint64_t id;
+      ~Deregister() { self->sessions.erase(id); }
+    } deregister{this, id};
+    beast::tcp_stream& stream = *owned;
+    beast::flat_buffer buffer;
+    bool linger = false;
+    for (bool first = true; !stopping; first = false) {
+      if (!first && buffer.size() == 0) {
+        // Between requests: wait up to the idle timeout for the next one to begin.
+        stream.expires_after(kIdleTimeout);
+        auto space = buffer.prepare(4096);
+        auto [ec, n] = co_await stream.async_read_some(space, kToken);
+        if (ec) break;
+        buffer.commit(n);
+      }
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(kHeaderLimit);
+      parser.body_limit(kBodyLimit);
+      stream.expires_after(kRequestTimeout);
+      auto [read_ec, read_n] = co_await http::async_read(stream, buffer, parser, kToken);
+      std::ignore = read_n;
+      if (stopping) break;
+      Response res;
+      bool head = false;
+      bool keep_alive = false;
+      if (read_ec) {
+        if (!is_http_parse_error(read_ec)) break;  // EOF, timeout, reset: nothing to answer
+        if (read_ec == http::error::header_limit) {
+          res = error_response(http::status::request_header_fields_too_large,
+                               "request header too large");
+        } else if (read_ec == http::error::body_limit) {
+          res = error_response(http::status::payload_too_large, "request body too large");
+        } else {
+          res = error_response(http::status::bad_request, "bad request");
+        }
+        linger = true;
+      } else {
+        const Request& req = parser.get();
+        head = req.method() == http::verb::head;
+        keep_alive = req.keep_alive();
+        res = handle(req);
+      }
+      res.keep_alive(keep_alive && !stopping);
+      res.prepare_payload();
+      http::response_serializer<http::string_body> serializer(res);
+      stream.expires_after(kWriteTimeout);
+      ErrorCode write_ec;
+      if (head) {
+        auto [ec, n] = co_await http::async_write_header(stream, serializer, kToken);
+        write_ec = ec;
+      } else {
+        auto [ec, n] = co_await http::async_write(stream, serializer, kToken);
+        write_ec = ec;
+      }
+      if (write_ec || !res.keep_alive()) break;
+    }
+    if (stopping) co_return;  // close_all() closed the socket already
+    ErrorCode ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (linger && !ec) {
+      stream.expires_after(kLingerTimeout);
+      std::size_t dropped = 0;
+      while (dropped < kLingerBytes && !stopping) {
+        buffer.clear();
+        auto space = buffer.prepare(16 * 1024);
+        auto [read_ec, n] = co_await stream.async_read_some(space, kToken);
+        if (read_ec) break;
+        dropped += n;
+      }
+    }
+    if (!stopping) stream.close();
+  }
+
+  Response handle(const Request& req) {
+    const std::string_view target = req.target();
+    const std::string_view path = target.substr(0, target.find('?'));
+    const Endpoint* endpoint = nullptr;
+    for (const Endpoint& e : kEndpoints) {
+      if (e.path == path) endpoint = &e;
+    }
+    if (endpoint == nullptr) return error_response(http::status::not_found, "not found");
+    const http::verb method = req.method();
+    const bool allowed = endpoint->allowed == Allowed::get
+                             ? method == http::verb::get || method == http::verb::head
+                             : method == http::verb::post;
+    if (!allowed) {
+      Response res = error_response(http::status::method_not_allowed, "method not allowed");
+      res.set(http::field::allow, endpoint->allowed == Allowed::get ? "GET, HEAD" : "POST");
+      return res;
+    }
+    try {
+      return dispatch(path);
+    } catch (const std::exception& e) {
+      return json_response(http::status::internal_server_error,
+                           json{{"error", "internal error"}, {"detail", e.what()}});
+    } catch (...) {
+      return error_response(http::status::internal_server_error, "internal error");
+    }
+  }
+
+  Response dispatch(std::string_view path) {
+    if (path == "/healthz") return json_response(http::status::ok, json{{"status", "alive"}});
+    if (path == "/readyz") {
+      const ReadyState state = handlers.ready ? handlers.ready() : ReadyState{};
+      if (state.ready) {
+        return json_response(http::status::ok,
+                             json{{"status", state.status.empty() ? "ready" : state.status}});
+      }
+      Response res = json_response(
+          http::status::service_unavailable,
+          json{{"status",
+                state.status.empty() || state.status == "ready" ? "not_ready" : state.status}});
+      res.set(http::field::retry_after, "1");
+      return res;
+    }
+    if (path == "/metrics") {
+      if (!handlers.metrics) return not_available();
+      return make_response(http::status::ok, kPrometheus, handlers.metrics());
+    }
+    if (path == "/") {
+      const json stats = handlers.stats ? handlers.stats() : json();
+      const json clusters = handlers.clusters ? handlers.clusters() : json();
+      return make_response(http::status::ok, kHtml, render_status_page(stats, clusters));
+    }
+    if (path == "/reload") {
+      if (!handlers.reload) return not_available();
+      const ReloadOutcome outcome = handlers.reload();
+      if (outcome.ok) {
+        return json_response(http::status::ok,
+                             json{{"result", "ok"}, {"generation", outcome.generation}});
+      }
+      return json_response(http::status::bad_request,
+                           json{{"result", "error"}, {"errors", outcome.errors}});
+    }
+    const std::function<json()>* source = nullptr;
+    if (path == "/stats") source = &handlers.stats;
+    if (path == "/clusters") source = &handlers.clusters;
+    if (path == "/config") source = &handlers.config;
+    if (path == "/alerts") source = &handlers.alerts;
+    if (source == nullptr || !*source) return not_available();
+    return json_response(http::status::ok, (*source)());
+  }
+
+  asio::io_context ioc{1};
+  tcp::acceptor acceptor;
+  asio::steady_timer retry_timer;
+  AdminHandlers handlers;
+  uint16_t bound_port = 0;
+  std::thread thread;
+  bool started = false;
+  bool stopping = false;
+  // Live connections, for close_all(). Touched only on the admin thread once it runs.
+  std::unordered_map<uint64_t, beast::tcp_stream*> sessions;
+  uint64_t next_session_id = 0;
+};
+
+AdminServer::AdminServer(const std::string& host, uint16_t port, AdminHandlers handlers)
+    : impl_(std::make_unique<Impl>(host, port, std::move(handlers))) {}
+
+AdminServer::~AdminServer() { stop(); }
+
+uint16_t AdminServer::port() const noexcept { return impl_->bound_port; }
+
+void AdminServer::start() { impl_->start(); }
+
+void AdminServer::stop() { impl_->stop(); }
+
+}  // namespace bulwark::gateway::admin
