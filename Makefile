@@ -1,10 +1,12 @@
 # The two commands of the README:
-#   make quickstart   build and run the embedded example (a retried, breaker-guarded call)
+#   make quickstart   build, run the embedded examples, then the gateway in front of a demo
+#                     upstream (QUICKSTART_CHECK=1: check it and exit instead of staying up)
 #   make test         install deps, build, and run the whole test suite (what CI runs)
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build quickstart test test-release test-asan test-tsan test-fuzz bench format lint clean
+.PHONY: all deps build quickstart test test-release test-asan test-tsan test-fuzz bench bench-proxy \
+	format lint clean
 
 all: build
 
@@ -15,9 +17,12 @@ build: deps
 	cmake --preset release >/dev/null
 	cmake --build --preset release -j $(JOBS)
 
+BULWARK_BIN ?= $(CURDIR)/build/release/gateway/bulwark
+
 quickstart: build
 	./build/release/examples/embedded_sync
 	./build/release/examples/embedded_asio
+	BULWARK_BIN=$(BULWARK_BIN) bash scripts/quickstart.sh
 
 test: deps
 	bash scripts/test.sh all
@@ -28,6 +33,11 @@ test-release test-asan test-tsan test-fuzz: deps
 bench: build
 	./build/release/bench/bulwark_bench --benchmark_min_time=0.2 --benchmark_repetitions=3 \
 	  --benchmark_report_aggregates_only=true
+
+# bulwark vs HAProxy vs nginx, one worker each, in one run (docs/BENCHMARKS.md). Env knobs:
+# BENCH_DURATION, BENCH_CONNECTIONS, BENCH_THREADS, BENCH_WARMUP, BENCH_ROUNDS, BENCH_RESULTS.
+bench-proxy: build
+	BULWARK_BIN=$(BULWARK_BIN) bash bench/proxy/run.sh
 
 format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i

@@ -110,8 +110,11 @@ def make_config(endpoints, routes=None, clusters=None, limits=None, timeouts=Non
     if listeners is None:
         listeners = [{"name": "public", "listen": "127.0.0.1:0", "limits": lim, "timeouts": tmo}]
     if routes is None:
-        rt = {"request": "30s", "per_try": "5s", "first_byte": "5s", "stream_idle": "30s",
-              "stream_total": "10m"}
+        # Sanitizer builds run several times slower: the default deadlines grow with them so
+        # that only the tests that set their own timeouts see timeouts.
+        fb = "%ds" % int(scale(5))
+        rt = {"request": "%ds" % int(scale(30)), "per_try": fb, "first_byte": fb,
+              "stream_idle": "%ds" % int(scale(30)), "stream_total": "10m"}
         rt.update(route_timeouts or {})
         st = {"max_chunk_bytes": "64KiB", "max_bytes": "2GiB"}
         st.update(stream or {})

@@ -107,6 +107,10 @@ class LargeBodyTest(GatewayTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(count[0], expected)
         growth = peak[0] - base
+        if SANITIZED:
+            # ASan keeps freed memory in quarantine (up to 256 MiB) and TSan shadows every
+            # allocation, so RSS says nothing about buffering there; the release run checks it.
+            return gw
         self.assertLess(growth, limit_kib,
                         "gateway RSS grew by %d KiB while streaming %d bytes (base %d KiB)"
                         % (growth, expected, base))

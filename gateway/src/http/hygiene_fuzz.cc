@@ -1,6 +1,8 @@
 // Fuzzes request-target checking and normalisation: must never crash, and whatever it accepts
 // must be normalised for good: it starts with '/', has no dot segment, no "//", no backslash,
-// no encoded NUL, and normalising it again changes nothing.
+// no encoded NUL, and normalising it again changes nothing. The same input is also run as a
+// whole raw request head through check_request_head (what the gateway runs on heads the parser
+// refused), which must never crash and must answer only 400/414/431 or accept.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -8,10 +10,16 @@
 
 #include "http/hygiene.h"
 
+using bulwark::gateway::http::check_request_head;
 using bulwark::gateway::http::check_target;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view target(reinterpret_cast<const char*>(data), size);
+  {
+    const auto v = check_request_head(target, {.max_headers = 20, .max_header_bytes = 1024}, 512);
+    if (v.status != 0 && v.status != 400 && v.status != 414 && v.status != 431) std::abort();
+    if (v.status != 0 && v.reason.empty()) std::abort();
+  }
   const auto r = check_target(target, "GET", 4096);
   if (r.verdict) return 0;
   const std::string& p = r.target.path;

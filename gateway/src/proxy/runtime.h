@@ -25,7 +25,8 @@
 namespace bulwark::gateway::proxy {
 
 struct EndpointRuntime {
-  std::string address;  // "host:port" as written in the config: the pool key and metric label
+  std::string address;  // "host:port" as written in the config: the metric label
+  std::string pool_key;  // cluster name + '\n' + address: a worker's pool for this endpoint
   boost::asio::ip::tcp::endpoint endpoint;
   observe::EndpointMetrics* metrics = nullptr;
 };

@@ -556,7 +556,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     }
     const std::string& cname = cluster->config->name;
     auto pool_of = [&](const EndpointRuntime& e) -> upstream::EndpointPool& {
-      return pools.at(cname + '\n' + e.address, e.metrics);
+      return pools.at(e.pool_key, e.metrics);
     };
     const std::size_t n_ep = cluster->endpoints.size();
     std::size_t pick = 0;
