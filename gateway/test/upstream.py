@@ -358,9 +358,11 @@ class ScriptedUpstream:
                                       ("Transfer-Encoding", "chunked")]))
         for k in range(1, n + 1):
             event = b"id: %d\ndata: event %d\n\n" % (k, k)
-            conn.sendall(b"%x\r\n" % len(event) + event + b"\r\n")
+            # Counted before the send: the gateway may relay the event to the client before
+            # sendall() returns here, and the test reads the counter on receipt.
             with self._lock:
                 self.sse_sent = k
+            conn.sendall(b"%x\r\n" % len(event) + event + b"\r\n")
             if k == n:
                 break
             if gated:

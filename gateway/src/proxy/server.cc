@@ -338,12 +338,9 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       stream.expires_at(first ? accepted + lc.timeouts.header_read : now() + lc.timeouts.idle);
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kBufferBytes), kTuple);
       conn_it->idle = false;
-      if (ec) {
-        if (ec == beast::error::timeout && first) {
-          // Connected and sent nothing: close without a response (nothing to answer).
-        }
-        co_return;
-      }
+      // Silence until the deadline, or the client leaving: close without an answer (nothing
+      // was asked).
+      if (ec) co_return;
       buffer.commit(n);
       request_began = !first;
     }
@@ -667,7 +664,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       req.body().more = !parser.is_done();
       http::request_serializer<http::buffer_body> sr{req};
       error_code wec;
-      {
+      if (parser.is_done()) {
+        // No body: the whole request in one write.
+        auto [ec, n] = co_await http::async_write(*up, sr, kTuple);
+        wec = ec;
+      } else {
         auto [ec, n] = co_await http::async_write_header(*up, sr, kTuple);
         wec = ec;
       }
@@ -816,10 +817,15 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     res.body().more = !rp.is_done();
     http::response_serializer<http::buffer_body> rs{res};
     StreamEnd end = StreamEnd::done;
-    stream.expires_after(rc.timeouts.stream_idle);
-    {
+    // When body bytes are already here (a small answer usually arrives with its head), the
+    // head goes out with the first piece of body in one write; otherwise it goes out at once,
+    // so that a streaming client sees the head before the first event.
+    bool head_sent = false;
+    if (head || !(rp.is_done() || upstream_buffer.size() > 0)) {
+      stream.expires_after(rc.timeouts.stream_idle);
       auto [ec, n] = co_await http::async_write_header(stream, rs, kTuple);
       if (ec) end = StreamEnd::client_closed;
+      head_sent = true;
     }
 
     // 10. The body, chunk by chunk as the upstream sends it, under the stream guards.
@@ -874,6 +880,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         end = StreamEnd::client_closed;
         break;
       }
+      head_sent = true;
       x.bytes_out += got;
     }
     if (end == StreamEnd::done && !head && !rs.is_done()) {
@@ -884,6 +891,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       auto [wec, wn] = co_await http::async_write(stream, rs, kTuple);
       if (wec == http::error::need_buffer) wec = {};
       if (wec) end = StreamEnd::client_closed;
+      head_sent = true;
     }
 
     // 11. Keep or close both connections.
@@ -900,6 +908,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       x.reason = stream_reason(end);
       // A client that leaves is not a guard breach; everything else is.
       if (end != StreamEnd::client_closed) route.metrics->stream_abort(x.reason).inc();
+      if (!head_sent && end != StreamEnd::client_closed) {
+        // Nothing of the answer reached the client yet, so it can still be told why.
+        co_await refuse(502, x.reason, true);
+        co_return;
+      }
     }
     record(shared, x);
     if (!clean || close_after) {

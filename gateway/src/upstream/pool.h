@@ -32,6 +32,9 @@ using SteadyTime = bulwark::TimePoint;
 
 class EndpointPool {
  public:
+  // Idle connections younger than this are not checked with a peek when taken.
+  static constexpr std::chrono::milliseconds kTrustedIdle{1000};
+
   EndpointPool() = default;
   EndpointPool(const EndpointPool&) = delete;
   EndpointPool& operator=(const EndpointPool&) = delete;
@@ -58,7 +61,10 @@ class EndpointPool {
       Idle entry = std::move(idle_.back());
       idle_.pop_back();
       if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
-      if (now - entry.since <= idle_timeout && still_open(entry.socket)) {
+      // The peek costs a system call per request; a connection used moments ago is taken on
+      // trust (the gateway replaces one found dead before any answer byte, see server.cc).
+      if (now - entry.since <= idle_timeout &&
+          (now - entry.since < kTrustedIdle || still_open(entry.socket))) {
         return std::move(entry.socket);
       }
       boost::system::error_code ignored;
