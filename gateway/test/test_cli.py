@@ -115,3 +115,21 @@ class CliTest(GatewayTest):
         r = self.run_bin("--no-such-option")
         self.assertNotEqual(r.returncode, 0, r)
         self.assertTrue(r.stderr.strip(), r)
+
+    def test_busy_port_names_the_address_and_exits_one(self):
+        # A socket bound without SO_REUSEPORT holds the port: the gateway cannot share it.
+        import socket
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen(1)
+            port = holder.getsockname()[1]
+            path = self.write("busy.yaml", VALID.replace(
+                "    listen: 127.0.0.1:0", "    listen: 127.0.0.1:%d" % port))
+            r = self.run_bin("--config", path)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % port,
+                          r.stderr)
+            self.assertNotIn(".hpp", r.stderr)  # no library source locations for users
+        finally:
+            holder.close()

@@ -137,7 +137,7 @@ void Gateway::start() {
   std::vector<uint16_t>& ports = s.ports;
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>(s.shared, s.current, (uint64_t{rd()} << 32) ^ rd());
-    const auto bound = w->listen(endpoints);
+    const auto bound = w->listen(endpoints);  // throws naming the address
     if (i == 0) {
       ports = bound;
       // Port 0 is resolved once, by the first worker; the others share that port.
@@ -172,8 +172,13 @@ void Gateway::start() {
     return json{{"evaluated", false}, {"rules", rules}};
   };
   h.reload = [&s] { return s.reload(); };
-  s.admin = std::make_unique<admin::AdminServer>(s.startup->admin.host, s.startup->admin.port,
-                                                 std::move(h));
+  try {
+    s.admin = std::make_unique<admin::AdminServer>(s.startup->admin.host, s.startup->admin.port,
+                                                   std::move(h));
+  } catch (const std::system_error& e) {
+    throw std::runtime_error("cannot listen on " + s.startup->admin.text() +
+                             " (admin): " + e.code().message());
+  }
   for (auto& w : s.workers) w->start();
   s.admin->start();
   for (std::size_t k = 0; k < ports.size(); ++k) {

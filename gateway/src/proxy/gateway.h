@@ -44,7 +44,7 @@ class Gateway {
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
-  // Throws boost::system::system_error when an address cannot be bound.
+  // Throws std::runtime_error naming the address when one cannot be bound.
   void start();
   admin::ReloadOutcome reload();
   void drain();

@@ -46,8 +46,8 @@ std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Con
     cr.config = &c;
     cr.metrics = &metrics.cluster(c.name);
     for (const auto& e : c.endpoints) {
-      cr.endpoints.push_back({e.text(), c.name + '\n' + e.text(), resolve(e),
-                              &metrics.endpoint(c.name, e.text())});
+      cr.endpoints.push_back(
+          {e.text(), c.name + '\n' + e.text(), resolve(e), &metrics.endpoint(c.name, e.text())});
     }
     snap->clusters.push_back(std::move(cr));
   }

@@ -932,12 +932,18 @@ std::vector<uint16_t> Worker::listen(const std::vector<tcp::endpoint>& endpoints
   std::vector<uint16_t> ports;
   for (const auto& e : endpoints) {
     auto a = std::make_unique<tcp::acceptor>(impl_->ioc);
-    a->open(e.protocol());
-    a->set_option(net::socket_base::reuse_address(true));
+    error_code ec;
     using reuse_port = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
-    a->set_option(reuse_port(true));
-    a->bind(e);
-    a->listen(net::socket_base::max_listen_connections);
+    a->open(e.protocol(), ec);
+    if (!ec) a->set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) a->set_option(reuse_port(true), ec);
+    if (!ec) a->bind(e, ec);
+    if (!ec) a->listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      // The address and the cause, without Boost's source location.
+      throw std::runtime_error("cannot listen on " + e.address().to_string() + ":" +
+                               std::to_string(e.port()) + ": " + ec.message());
+    }
     ports.push_back(a->local_endpoint().port());
     impl_->acceptors.push_back(std::move(a));
   }

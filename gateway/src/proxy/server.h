@@ -33,7 +33,7 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   // Binds one acceptor per endpoint (SO_REUSEPORT, so every worker binds the same address).
-  // Throws boost::system::system_error when an address cannot be bound. Returns the ports.
+  // Throws std::runtime_error naming the address when it cannot be bound. Returns the ports.
   std::vector<uint16_t> listen(const std::vector<boost::asio::ip::tcp::endpoint>& endpoints);
 
   void start();
