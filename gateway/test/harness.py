@@ -25,6 +25,8 @@ import tempfile
 import time
 import unittest
 
+from upstream import HeaderAccess
+
 BIN = os.environ.get("BULWARK_BIN", "")
 SANITIZED = os.environ.get("BULWARK_SANITIZED", "") not in ("", "0")
 TIME_SCALE = 4.0 if SANITIZED else 1.0
@@ -132,7 +134,7 @@ def make_config(endpoints, routes=None, clusters=None, limits=None, timeouts=Non
 
 
 # ---- HTTP client -----------------------------------------------------------------------------
-class Response:
+class Response(HeaderAccess):
     def __init__(self, status, reason, version, headers, body, head_raw):
         self.status = status
         self.reason_phrase = reason
@@ -143,14 +145,6 @@ class Response:
         self.body_complete = True
         self.body_len = len(body) if body is not None else 0
 
-    def header(self, name):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def header_all(self, name):
-        return [v for k, v in self.headers if k.lower() == name.lower()]
 
     def json(self):
         return json.loads(self.body.decode("utf-8"))

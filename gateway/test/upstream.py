@@ -76,7 +76,22 @@ class _Reader:
         return out
 
 
-class Request:
+class HeaderAccess:
+    """Case-insensitive lookups over `self.headers`, a list of (name, value); shared by the
+    upstream's Request and the harness's Response."""
+
+    def header(self, name):
+        """The first value of header `name` (case-insensitive), or None."""
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+class Request(HeaderAccess):
     def __init__(self, method, target, version, headers, conn_id):
         self.method = method
         self.target = target
@@ -90,15 +105,6 @@ class Request:
         self.body = b""
         self.chunked = False
 
-    def header(self, name):
-        """The first value of header `name` (case-insensitive), or None."""
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def header_all(self, name):
-        return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
 class ScriptedUpstream:
