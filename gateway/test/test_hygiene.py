@@ -13,6 +13,12 @@ CASES = [
     # framing / smuggling
     ("cl_and_te", "POST /ok HTTP/1.1\r\n" + H + "Content-Length: 5\r\n"
      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, {"smuggling"}, True),
+    # A proxy removes what Connection names; naming the framing would strip it upstream.
+    ("connection_names_cl", "POST /ok HTTP/1.1\r\n" + H + "Connection: content-length\r\n"
+     "Content-Length: 16\r\n\r\nGET /x HTTP/1.1\r\n", 400, {"smuggling"}, True),
+    ("connection_names_te", "POST /ok HTTP/1.1\r\n" + H + "Connection: keep-alive, "
+     "Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+     {"smuggling"}, True),
     ("te_and_cl", "POST /ok HTTP/1.1\r\n" + H + "Transfer-Encoding: chunked\r\n"
      "Content-Length: 5\r\n\r\n0\r\n\r\n", 400, {"smuggling"}, True),
     ("duplicate_cl", "POST /ok HTTP/1.1\r\n" + H + "Content-Length: 5\r\n"

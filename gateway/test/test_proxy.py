@@ -5,7 +5,8 @@ import re
 import socket
 import threading
 
-from harness import Client, GatewayTest, make_config, request, scale, wait_until
+from harness import (Client, GatewayTest, build_request, make_config, request, scale,
+                     wait_until)
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
@@ -160,6 +161,50 @@ class ScriptedUpstreamTest(GatewayTest):
                                 headers=[("X-Forwarded-For", "10.1.1.1, 10.2.2.2")]))
         xff = [v for k, v in doc["headers"] if k.lower() == "x-forwarded-for"]
         self.assertEqual(xff, ["10.1.1.1, 10.2.2.2, 127.0.0.1"])
+
+    def test_x_forwarded_for_keeps_every_line(self):
+        doc = self.seen(request(self.gw.port, "GET", "/ok",
+                                headers=[("X-Forwarded-For", "10.1.1.1"),
+                                         ("X-Forwarded-For", "10.2.2.2")]))
+        xff = [v for k, v in doc["headers"] if k.lower() == "x-forwarded-for"]
+        self.assertEqual(xff, ["10.1.1.1, 10.2.2.2, 127.0.0.1"])
+
+    def test_http10_without_host_gets_one_upstream(self):
+        with Client(self.gw.port) as c:
+            c.send("GET /ok HTTP/1.0\r\n\r\n")
+            r = c.read_response()
+        self.assertEqual(r.status, 200, r)
+        hosts = [v for k, v in self.seen(r)["headers"] if k.lower() == "host"]
+        self.assertEqual(len(hosts), 1)
+        self.assertTrue(hosts[0].startswith("127.0.0.1:"), hosts)
+
+    def test_no_body_answers_with_transfer_encoding_keep_the_connection_in_sync(self):
+        # RFC 9112 allows Transfer-Encoding on a 304; the answer still has no body, and the
+        # next answer on the connection must start right after the head.
+        with Client(self.gw.port) as c:
+            for code in (304, 204):
+                c.send(build_request("GET", "/status?code=%d&te=1" % code))
+                r = c.read_response(head=True)
+                self.assertEqual(r.status, code, r)
+                r = c.request("GET", "/ok")
+                self.assertEqual(r.status, 200, r)
+
+    def test_head_refusal_has_no_body(self):
+        with Client(self.gw.port) as c:
+            c.send(build_request("HEAD", "/a/%2e%2e/%2e%2e/etc"))
+            r = c.read_response(head=True)
+            self.assertEqual(r.status, 400, r)
+            self.assertEqual(r.header("x-bulwark-reason"), "path_traversal")
+            self.assertTrue(int(r.header("content-length")) > 0, r)
+            # A refusal that keeps the connection (404) must not leave a body behind.
+        routes = [{"name": "api", "match": {"path_prefix": "/ok"}, "cluster": "backend"}]
+        gw = self.start_gateway(make_config([self.up.address], routes=routes))
+        with Client(gw.port) as c:
+            c.send(build_request("HEAD", "/nowhere"))
+            r = c.read_response(head=True)
+            self.assertEqual(r.status, 404, r)
+            r = c.request("GET", "/ok")
+            self.assertEqual(r.status, 200, r)
 
     def test_x_forwarded_proto_is_overwritten(self):
         doc = self.seen(request(self.gw.port, "GET", "/ok",

@@ -16,7 +16,8 @@ the request path, so that one server can play every kind of peer a test needs:
   /reset_mid          header (Content-Length 1000000) and 1000 body bytes, then a TCP reset
   /reset              TCP reset before any response byte
   /bad                a garbage status line, then close
-  /status?code=N      status N with a short body (none for 1xx/204/304)
+  /status?code=N      status N with a short body (none for 1xx/204/304); &te=1 with 204/304:
+                      a Transfer-Encoding: chunked head and no body
   /stall_body         header (Content-Length 100000) and 10 bytes, then silence
   anything else       200 like /ok
 
@@ -323,6 +324,10 @@ class ScriptedUpstream:
             return False
         if p == "/status":
             code = int(req.params.get("code", "200"))
+            if req.params.get("te") == "1" and code in (204, 304):
+                # Transfer-Encoding on a bodiless answer (allowed for 304): no body follows.
+                conn.sendall(self._head(code, [("Transfer-Encoding", "chunked")]))
+                return True
             self._send(conn, req, code, b'{"status":%d}' % code)
             return True
         if p == "/stall_body":

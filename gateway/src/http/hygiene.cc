@@ -314,6 +314,16 @@ Verdict check_headers(std::span<const HeaderField> fields, int http_minor,
         return true;
       });
       if (codings.empty()) return refuse(400, "bad_transfer_encoding");
+    } else if (iequals(f.name, "connection")) {
+      // Connection names hop-by-hop fields that a proxy removes. Naming a framing field (or
+      // Host) would make the next hop frame the body differently from us: a smuggling shape.
+      bool framing_named = false;
+      for_each_list_item(f.value, [&](std::string_view item) {
+        framing_named = framing_named || iequals(item, "content-length") ||
+                        iequals(item, "transfer-encoding") || iequals(item, "host");
+        return true;
+      });
+      if (framing_named) return refuse(400, "smuggling");
     }
   }
   if (content_lengths > 1) return refuse(400, "duplicate_content_length");

@@ -22,7 +22,9 @@
 //   400 missing_host         HTTP/1.1 request without Host
 //   400 duplicate_host       more than one Host field
 //   400 bad_host             a Host value that is not host[:port]
-//   400 smuggling            Content-Length together with Transfer-Encoding
+//   400 smuggling            Content-Length together with Transfer-Encoding, or a Connection
+//                            field naming Content-Length, Transfer-Encoding or Host (a proxy
+//                            removes what Connection names: the body would lose its framing)
 //   400 bad_content_length   Content-Length not a decimal number, or several differing values
 //   400 duplicate_content_length   Content-Length given more than once
 //   400 bad_transfer_encoding      Transfer-Encoding whose final coding is not `chunked`, or

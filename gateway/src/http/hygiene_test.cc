@@ -225,6 +225,14 @@ std::string_view head_reason(std::string_view head) {
   return check_request_head(head, HeaderLimits{}, 2048).reason;
 }
 
+TEST(Headers, ConnectionMayNotNameFramingFields) {
+  EXPECT_EQ(header_reason({{"Host", "h"}, {"Connection", "keep-alive, Content-Length"}}),
+            "smuggling");
+  EXPECT_EQ(header_reason({{"Host", "h"}, {"Connection", "transfer-encoding"}}), "smuggling");
+  EXPECT_EQ(header_reason({{"Host", "h"}, {"Connection", "close, HOST"}}), "smuggling");
+  EXPECT_EQ(header_reason({{"Host", "h"}, {"Connection", "keep-alive, x-custom"}}), "");
+}
+
 TEST(RequestHead, NamesThePreciseRuleOnARawHead) {
   EXPECT_EQ(head_reason("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
                         "Transfer-Encoding: chunked\r\n\r\n"),

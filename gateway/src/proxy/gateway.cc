@@ -68,7 +68,8 @@ struct Gateway::Impl {
   TimePoint started{};
   std::vector<uint16_t> ports;  // bound listener ports, in start-up order
 
-  std::mutex mu;  // guards current, generation, reload bookkeeping
+  std::mutex reload_mu;  // one reload at a time (SIGHUP and POST /reload may overlap)
+  std::mutex mu;         // guards current, generation, reload bookkeeping
   std::shared_ptr<const Snapshot> current;
   uint64_t generation = 1;
   uint64_t reload_ok = 0;
@@ -193,6 +194,7 @@ void Gateway::start() {
 }
 
 admin::ReloadOutcome Gateway::Impl::reload() {
+  std::lock_guard serial(reload_mu);
   admin::ReloadOutcome out;
   std::shared_ptr<const config::Config> next;
   std::shared_ptr<const Snapshot> snap;
@@ -353,10 +355,12 @@ void Gateway::drain() {
 }
 
 int Gateway::run() {
-  start();
   auto& s = *impl_;
   net::io_context ioc;
+  // Installed before anything is bound: a supervisor may signal as soon as the ready file
+  // appears.
   net::signal_set signals(ioc, SIGHUP, SIGTERM, SIGINT);
+  start();
   bool stop = false;
   std::function<void()> wait = [&] {
     signals.async_wait([&](const boost::system::error_code& ec, int signo) {
@@ -379,6 +383,9 @@ int Gateway::run() {
   signals.clear();
   std::signal(SIGTERM, SIG_DFL);
   std::signal(SIGINT, SIG_DFL);
+  // clear() restored the default action of SIGHUP too, which would end the process; a reload
+  // request during the drain (logrotate, a supervisor) is ignored instead.
+  std::signal(SIGHUP, SIG_IGN);
   drain();
   if (s.admin) s.admin->stop();
   if (s.shared.access_log) s.shared.access_log->close();

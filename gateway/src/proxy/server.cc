@@ -75,7 +75,15 @@ void strip_hop_by_hop(Fields& fields) {
   for (auto it = range.first; it != range.second; ++it) {
     for (auto token : http::token_list(it->value())) named.emplace_back(token);
   }
-  for (const auto& n : named) fields.erase(n);
+  for (const auto& n : named) {
+    // Framing and Host are never hop-by-hop, whatever Connection says: removing them would
+    // change how the next hop reads the message (requests naming them are refused earlier).
+    if (beast::iequals(n, "content-length") || beast::iequals(n, "transfer-encoding") ||
+        beast::iequals(n, "host")) {
+      continue;
+    }
+    fields.erase(n);
+  }
   for (auto f : {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
                  http::field::te, http::field::trailer, http::field::upgrade,
                  http::field::proxy_authenticate, http::field::proxy_authorization}) {
@@ -257,6 +265,19 @@ http::response<http::string_body> error_response(int status, std::string_view re
   return res;
 }
 
+// Writes a response of the gateway's own; to a HEAD request only its head (with the
+// Content-Length the body would have), as RFC 9110 §9.3.2 requires.
+net::awaitable<error_code> write_answer(beast::tcp_stream& stream,
+                                        http::response<http::string_body>& res, bool head) {
+  if (head) {
+    http::response_serializer<http::string_body> sr{res};
+    auto [ec, n] = co_await http::async_write_header(stream, sr, kTuple);
+    co_return ec;
+  }
+  auto [ec, n] = co_await http::async_write(stream, res, kTuple);
+  co_return ec;
+}
+
 }  // namespace
 
 net::awaitable<void> Worker::Impl::accept_loop(tcp::acceptor& acceptor, std::size_t listener) {
@@ -264,7 +285,12 @@ net::awaitable<void> Worker::Impl::accept_loop(tcp::acceptor& acceptor, std::siz
     auto [ec, socket] = co_await acceptor.async_accept(kTuple);
     if (ec) {
       if (ec == net::error::operation_aborted || !acceptor.is_open()) co_return;
-      // EMFILE and friends: keep accepting; the resource monitor reports the cause.
+      // EMFILE and friends: the listening socket stays readable, so retrying at once would
+      // spin; pause briefly and let connections finish (the resource monitor reports it).
+      net::steady_timer pause(ioc);
+      pause.expires_after(std::chrono::milliseconds(50));
+      auto [wec] = co_await pause.async_wait(kTuple);
+      if (wec || !acceptor.is_open()) co_return;
       continue;
     }
     net::co_spawn(ioc, session(std::move(socket), listener), net::detached);
@@ -331,7 +357,6 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     // 1. Wait for the request to begin: the idle timeout between keep-alive requests, the
     //    header timeout for a brand-new connection (a client that connects and sends nothing
     //    is a slowloris too).
-    bool request_began = false;  // this request's first byte came after the wait below
     if (buffer.size() == 0) {
       if (draining) co_return;
       conn_it->idle = true;
@@ -342,8 +367,8 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       // was asked).
       if (ec) co_return;
       buffer.commit(n);
-      request_began = !first;
     }
+    const bool new_connection = first;
     first = false;
 
     Exchange x;
@@ -356,6 +381,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     // Answers with a response of the gateway's own, records it, and says whether the
     // connection can go on.
     bool keep_alive = true;
+    bool head_request = false;
     auto refuse = [&](int status, std::string_view reason, bool close) -> net::awaitable<bool> {
       if (x.request_id.empty()) x.request_id = observe::generate_request_id(random);
       x.status = status;
@@ -364,7 +390,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       auto res = error_response(status, reason, x.request_id, 11, ka);
       lr.metrics->response(status, reason).inc();
       stream.expires_after(lc.timeouts.idle);
-      auto [ec, n] = co_await http::async_write(stream, res, kTuple);
+      const error_code ec = co_await write_answer(stream, res, head_request);
       record(shared, x);
       if (ec || !ka) {
         error_code ignored;
@@ -382,7 +408,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     // The header deadline runs from the first byte of this request (from the accept for a
     // new connection). It is a timer that cancels the read rather than the stream's own
     // timeout, because the stream closes the socket on expiry and the client is owed a 408.
-    const TimePoint header_deadline = (request_began ? now() : accepted) + lc.timeouts.header_read;
+    const TimePoint header_deadline = (new_connection ? accepted : now()) + lc.timeouts.header_read;
     stream.expires_never();
     auto header_timer = std::make_shared<HeaderTimer>(ioc);
     header_timer->arm(header_deadline, stream);
@@ -466,6 +492,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     }
     auto& req = parser.get();
     x.method = std::string(req.method_string());
+    head_request = req.method() == http::verb::head;
     keep_alive = req.keep_alive();
 
     // 3. Hygiene.
@@ -516,7 +543,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         res.set(http::field::allow, allow);
         lr.metrics->response(405, "method_not_allowed").inc();
         stream.expires_after(lc.timeouts.idle);
-        auto [ec, n] = co_await http::async_write(stream, res, kTuple);
+        const error_code ec = co_await write_answer(stream, res, head_request);
         record(shared, x);
         if (ec || !res.keep_alive()) co_return;
         continue;
@@ -594,18 +621,28 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     if (ep.metrics->active) ep.metrics->active->inc();
 
     // 7. The upstream request header: hop-by-hop fields out, forwarding fields in.
+    // HTTP/1.0 clients know no interim answers (RFC 9110 §10.1.1): their Expect is ignored.
     const bool expect_continue =
-        beast::iequals(req[http::field::expect], "100-continue") && has_body;
+        beast::iequals(req[http::field::expect], "100-continue") && has_body && req.version() >= 11;
     strip_hop_by_hop(req);
     req.erase(http::field::expect);
     {
-      std::string xff(req["x-forwarded-for"]);
+      // Every X-Forwarded-For line the client sent, in order, then the client itself.
+      std::string xff;
+      const auto lines = req.equal_range("x-forwarded-for");
+      for (auto it = lines.first; it != lines.second; ++it) {
+        if (it->value().empty()) continue;
+        if (!xff.empty()) xff += ", ";
+        xff += it->value();
+      }
       xff = xff.empty() ? client_ip : xff + ", " + client_ip;
       req.set("x-forwarded-for", xff);
     }
     req.set("x-forwarded-proto", "http");
     req.set("x-request-id", x.request_id);
     if (!target.target.authority.empty()) req.set(http::field::host, target.target.authority);
+    // HTTP/1.0 may omit Host; the request goes upstream as HTTP/1.1, which requires it.
+    if (req[http::field::host].empty()) req.set(http::field::host, ep.address);
     {
       std::string forwarded = target.target.asterisk ? std::string("*") : target.target.path;
       if (target.target.has_query) forwarded += "?" + target.target.query;
@@ -634,7 +671,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     for (int round = 0; round < 2 && !response_ready; ++round) {
       bool reused = false;
       up.reset();
-      if (auto idle = pool.take_idle(now(), cluster->config->pool.idle_timeout)) {
+      // The replacement round always opens a new connection: the next idle one may be just
+      // as dead.
+      std::optional<tcp::socket> idle;
+      if (round == 0) idle = pool.take_idle(now(), cluster->config->pool.idle_timeout);
+      if (idle) {
         up.emplace(std::move(*idle));
         reused = true;
       } else {
@@ -678,12 +719,28 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         auto [ec, n] = co_await net::async_write(stream, net::buffer(kContinue), kTuple);
         if (ec) co_return;
       }
+      // The client's body is read under a timer that cancels the read rather than closing
+      // the socket, so the client can still be told why (408, or 504 when the route's
+      // deadline is the earlier one).
+      std::shared_ptr<HeaderTimer> body_timer;
+      const TimePoint listener_deadline = x.start + lc.timeouts.request;
+      if (!parser.is_done()) {
+        body_timer = std::make_shared<HeaderTimer>(ioc);
+        body_timer->arm(std::min(route_deadline, listener_deadline), stream);
+        stream.expires_never();
+      }
+      struct DisarmBody {
+        std::shared_ptr<HeaderTimer>& t;
+        ~DisarmBody() {
+          if (t) t->disarm();
+        }
+      } disarm_body{body_timer};
       while (!wec && !parser.is_done()) {
         req.body().data = body_buf.data();
         req.body().size = body_buf.size();
-        stream.expires_at(std::min(route_deadline, x.start + lc.timeouts.request));
         auto [rec, rn] = co_await http::async_read_some(stream, buffer, parser, kTuple);
         if (rec == http::error::need_buffer) rec = {};
+        if (body_timer && body_timer->fired) rec = beast::error::timeout;
         const std::size_t got = body_buf.size() - req.body().size;
         if (rec) {
           client_body_failed = true;
@@ -692,8 +749,9 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
             fail_status = 413;
             fail_reason = "body_too_large";
           } else if (rec == beast::error::timeout) {
-            fail_status = 408;
-            fail_reason = "body_timeout";
+            const bool route_binds = route_deadline < listener_deadline;
+            fail_status = route_binds ? 504 : 408;
+            fail_reason = route_binds ? "request_timeout" : "body_timeout";
           } else if (rec.category() == make_error_code(http::error::bad_chunk).category()) {
             fail_status = 400;
             fail_reason = "malformed";
@@ -748,7 +806,13 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         const int code = hec ? 0 : rpo->get().result_int();
         // Interim answers (100 Continue was given by the gateway itself; 102, 103) are not
         // forwarded.
-        if (hec || code >= 200 || code == 101) break;
+        if (code == 101) {
+          // Upgrades are not proxied (Upgrade is stripped from requests): an upstream that
+          // switches protocols anyway has answered something this hop cannot relay.
+          hec = http::error::bad_version;
+          break;
+        }
+        if (hec || code >= 200) break;
       }
       response_ready = true;
       if (hec) {
@@ -777,6 +841,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         error_code ignored;
         up->socket().close(ignored);
       }
+      if (fail_status == 0 && !client_body_failed) {
+        // Both rounds found the connection dead before any answer byte.
+        fail_status = 502;
+        fail_reason = "upstream_reset";
+      }
       if (fail_status == 0) {
         x.reason = fail_reason;
         record(shared, x);
@@ -792,10 +861,10 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     x.status = res.result_int();
     const bool upstream_keep_alive = rp.keep_alive();
     const bool head = req.method() == http::verb::head;
+    strip_hop_by_hop(res);
     const bool no_body = head || x.status == 204 || x.status == 304 || x.status < 200;
     const bool has_length = res.has_content_length();
     const bool client_keep_alive = keep_alive && !draining && parser.is_done();
-    strip_hop_by_hop(res);
     if (res["x-request-id"].empty()) res.set("x-request-id", x.request_id);
     res.version(client_version);
     bool close_after = !client_keep_alive;
@@ -821,7 +890,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     // head goes out with the first piece of body in one write; otherwise it goes out at once,
     // so that a streaming client sees the head before the first event.
     bool head_sent = false;
-    if (head || !(rp.is_done() || upstream_buffer.size() > 0)) {
+    if (no_body || !(rp.is_done() || upstream_buffer.size() > 0)) {
       stream.expires_after(rc.timeouts.stream_idle);
       auto [ec, n] = co_await http::async_write_header(stream, rs, kTuple);
       if (ec) end = StreamEnd::client_closed;
@@ -840,7 +909,7 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       }
     };
     rp.on_chunk_header(on_chunk);
-    while (end == StreamEnd::done && !head && !rp.is_done()) {
+    while (end == StreamEnd::done && !no_body && !rp.is_done()) {
       res.body().data = body_buf.data();
       res.body().size = body_buf.size();
       const TimePoint t = now();
@@ -877,13 +946,14 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       auto [wec, wn] = co_await http::async_write(stream, rs, kTuple);
       if (wec == http::error::need_buffer) wec = {};
       if (wec) {
-        end = StreamEnd::client_closed;
+        // A client that stops reading is cut at stream_idle like a silent upstream.
+        end = wec == beast::error::timeout ? StreamEnd::idle : StreamEnd::client_closed;
         break;
       }
       head_sent = true;
       x.bytes_out += got;
     }
-    if (end == StreamEnd::done && !head && !rs.is_done()) {
+    if (end == StreamEnd::done && !no_body && !rs.is_done()) {
       res.body().data = nullptr;
       res.body().size = 0;
       res.body().more = false;
@@ -895,10 +965,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     }
 
     // 11. Keep or close both connections.
-    const bool clean = end == StreamEnd::done && (head || rp.is_done());
+    const bool clean = end == StreamEnd::done && (no_body || rp.is_done());
     if (clean && upstream_reusable && upstream_keep_alive && upstream_buffer.size() == 0 &&
         !draining) {
-      pool.put_idle(up->release_socket(), now(), cluster->config->pool.max_idle);
+      pool.put_idle(up->release_socket(), now(), cluster->config->pool.max_idle,
+                    cluster->config->pool.idle_timeout);
     } else {
       error_code ignored;
       up->socket().close(ignored);

@@ -5,8 +5,10 @@
 // counts the busy ones. The pool never blocks: when max_per_endpoint connections are busy,
 // acquire() says so and the caller answers 503 pool_exhausted.
 //
-// Idle connections expire after idle_timeout; one that the upstream has closed meanwhile is
-// detected without blocking (a peek on the socket) and discarded when taken.
+// Idle connections expire after idle_timeout: expired ones are closed whenever the pool is
+// used (a pool nobody uses any more keeps at most max_idle of them until drain). One that the
+// upstream has closed meanwhile is detected without blocking (a peek on the socket, skipped
+// for connections used within the last second) and discarded when taken.
 //
 // Pools are per worker and keyed by endpoint address, so they carry over config reloads that
 // keep the endpoint. Thread-safety: none; a pool is only touched on its worker's thread.
@@ -57,6 +59,7 @@ class EndpointPool {
 
   // An idle connection that is still open, or nothing. Expired and closed ones are dropped.
   std::optional<tcp::socket> take_idle(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
+    sweep(now, idle_timeout);
     while (!idle_.empty()) {
       Idle entry = std::move(idle_.back());
       idle_.pop_back();
@@ -73,7 +76,9 @@ class EndpointPool {
     return std::nullopt;
   }
 
-  void put_idle(tcp::socket socket, SteadyTime now, uint32_t max_idle) {
+  void put_idle(tcp::socket socket, SteadyTime now, uint32_t max_idle,
+                std::chrono::nanoseconds idle_timeout = std::chrono::nanoseconds::max()) {
+    sweep(now, idle_timeout);
     if (idle_.size() >= max_idle) {
       boost::system::error_code ignored;
       socket.close(ignored);
@@ -102,6 +107,18 @@ class EndpointPool {
     tcp::socket socket;
     SteadyTime since;
   };
+
+  // Closes expired connections from the old end. Reuse is LIFO, so without this the oldest
+  // entries would never be looked at again and would sit half-closed until max_idle pushed
+  // them out.
+  void sweep(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
+    while (!idle_.empty() && now - idle_.front().since > idle_timeout) {
+      boost::system::error_code ignored;
+      idle_.front().socket.close(ignored);
+      idle_.pop_front();
+      if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
+    }
+  }
 
   // An idle HTTP connection must have nothing to read: data or EOF means the upstream closed
   // it (or sent something unsolicited), so it cannot carry another request.

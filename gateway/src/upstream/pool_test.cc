@@ -94,6 +94,25 @@ TEST(EndpointPool, ExpiresIdleConnectionsAndBoundsTheirNumber) {
   EXPECT_EQ(pool.idle(), 0u);
 }
 
+TEST(EndpointPool, UsingThePoolClosesExpiredConnectionsFromTheOldEnd) {
+  net::io_context ioc;
+  auto old1 = connect_pair(ioc);
+  auto old2 = connect_pair(ioc);
+  auto fresh = connect_pair(ioc);
+  EndpointPool pool;
+  pool.put_idle(std::move(old1.client), TimePoint{}, 8, 10s);
+  pool.put_idle(std::move(old2.client), TimePoint{} + 1s, 8, 10s);
+  // Returning a connection at t=20s closes the two that expired, though LIFO reuse would never
+  // reach them.
+  pool.put_idle(std::move(fresh.client), TimePoint{} + 20s, 8, 10s);
+  EXPECT_EQ(pool.idle(), 1u);
+  ASSERT_TRUE(wait_readable(old1.server));  // the gateway side closed: the peer sees EOF
+  char byte;
+  boost::system::error_code ec;
+  old1.server.read_some(net::buffer(&byte, 1), ec);
+  EXPECT_EQ(ec, net::error::eof);
+}
+
 TEST(EndpointPool, KeepsTheGaugesInStep) {
   observe::Gauge idle;
   observe::Gauge busy;
