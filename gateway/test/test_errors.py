@@ -265,6 +265,24 @@ class OverloadTest(GatewayTest):
         self.assertTrue(ok)
 
 
+class DeadPooledConnectionTest(GatewayTest):
+    def test_every_pooled_connection_dead_still_gets_an_answer(self):
+        # Two pooled connections that the upstream closed right after answering. A GET that
+        # finds them dead before any answer byte is sent again on a NEW connection (not on the
+        # next, equally dead, pooled one) and never left without an answer.
+        up = self.start_upstream()
+        gw = self.gateway_for(up)
+        warm = [Background(gw.port, "/slow?ms=300&drop=1", scale(10)) for _ in range(2)]
+        for w in warm:
+            self.assertEqual(w.result().status, 200)
+        self.assertTrue(wait_until(lambda: up.dropped == 2, scale(5), 0.01))
+        r = request(gw.port, "GET", "/ok", timeout=scale(5))
+        self.assertEqual(r.status, 200, r)
+        rec = gw.wait_access(lambda x: x.get("path") == "/ok")
+        self.assertIsNotNone(rec)
+        self.assertIn(rec["attempts"], (1, 2), rec)  # 1 when the pool's liveness peek ran
+
+
 class TimeoutTest(GatewayTest):
     def test_first_byte_timeout_504(self):
         up = self.start_upstream()

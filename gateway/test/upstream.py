@@ -20,6 +20,8 @@ the request path, so that one server can play every kind of peer a test needs:
                       a Transfer-Encoding: chunked head and no body
   /stall_body         header (Content-Length 100000) and 10 bytes, then silence
   anything else       200 like /ok
+  any path + &drop=1  after the answer the connection is closed without warning (an upstream
+                      whose keep-alive timeout just ended)
 
 Every request is counted by path when its header has been read (`count()`), and again in
 `completed` when its body has been read in full. Nothing here sleeps unboundedly: every wait is
@@ -128,6 +130,7 @@ class ScriptedUpstream:
         self.sse_gate = threading.Semaphore(0)
         self.sse_sent = 0
         self.sse_gate_timeouts = 0
+        self.dropped = 0  # connections closed after an answer because of &drop=1
         self.slow_waiting = threading.Event()  # set when a /slow request is waiting
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept_thread.start()
@@ -225,6 +228,12 @@ class ScriptedUpstream:
                     self.completed[req.path] = self.completed.get(req.path, 0) + 1
                 keep = self._dispatch(conn, req)
                 conn_hdr = (req.header("Connection") or "").lower()
+                if req.params.get("drop") == "1":
+                    # Like an upstream whose keep-alive timeout ends just after answering: the
+                    # connection closes without a Connection: close in the answer.
+                    with self._lock:
+                        self.dropped += 1
+                    return
                 if not keep or "close" in conn_hdr or req.version == "HTTP/1.0":
                     return
         except (_ConnClosed, OSError, socket.timeout):
