@@ -706,7 +706,10 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       http::request_serializer<http::buffer_body> sr{req};
       error_code wec;
       if (parser.is_done()) {
-        // No body: the whole request in one write.
+        // No body: the whole request in one write. The connection carries nothing else, so
+        // the head (bounded by the header limits, far below the socket's send buffer) is
+        // taken by the kernel at once; no timer is armed for it (one less per request).
+        up->expires_never();
         auto [ec, n] = co_await http::async_write(*up, sr, kTuple);
         wec = ec;
       } else {
