@@ -25,7 +25,7 @@ import tempfile
 import time
 import unittest
 
-from upstream import HeaderAccess
+from upstream import HeaderAccess, closed_port
 
 BIN = os.environ.get("BULWARK_BIN", "")
 SANITIZED = os.environ.get("BULWARK_SANITIZED", "") not in ("", "0")
@@ -39,11 +39,7 @@ def scale(seconds):
 
 def free_port():
     """A port that was free a moment ago (bind to 0, close). Callers retry on bind failure."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return closed_port()
 
 
 def wait_until(predicate, timeout, interval=0.02, what="condition"):
