@@ -51,14 +51,14 @@ class SseTest(GatewayTest):
                     self.assertEqual(self.up.sse_sent, received,
                                      "event %d delivered only after the upstream sent more"
                                      % received)
-                    self.up.release_sse()
+                    self.up.release_gate()
             self.assertIsNone(read_chunk(c, time.monotonic() + scale(5)))
             # Nothing after the last chunk, and the connection is still usable afterwards.
             self.assertFalse(c.wait_closed(0.2), "connection closed after the stream")
             self.assertEqual(bytes(c.buf), b"", "bytes after the last chunk")
             r = c.request("GET", "/ok")
             self.assertEqual(r.status, 200)
-        self.assertEqual(self.up.sse_gate_timeouts, 0)
+        self.assertEqual(self.up.gate_timeouts, 0)
 
     def test_event_reaches_client_before_the_stream_ends(self):
         # Without gating: the first event must be readable while the upstream still waits
@@ -178,10 +178,33 @@ class StreamGuardTest(GatewayTest):
                              "far more than stream.max_bytes reached the client")
         self.assert_abort_recorded("stream_max_bytes")
 
-    def test_stream_max_chunk_closes(self):
+    def test_stream_max_chunk_closes_mid_stream(self):
         self.guarded(stream={"max_chunk_bytes": "64KiB"})
-        n, _ = self.cut("/bytes?n=%d&mode=chunked&chunk=%d" % (1 << 20, 200000), scale(5))
-        self.assertLess(n, 1 << 20)
+        # A 1000-byte chunk, then (once the client holds the head) a 200000-byte one.
+        with Client(self.gw.port, timeout=scale(10)) as c:
+            c.send(build_request(
+                "GET", "/bytes?n=%d&mode=chunked&chunk=200000&lead=1000&gate=1" % (1 << 20)))
+            head = c.read_head(timeout=scale(5))
+            self.assertEqual(head.status, 200, head)
+            self.up.release_gate()
+            n, closed = c.read_partial_body(head, timeout=scale(5))
+            self.assertTrue(closed, "connection not closed after an oversized chunk")
+            # Raw bytes: the 1000-byte chunk and its framing, nothing of the oversized one.
+            self.assertGreaterEqual(n, 1000)
+            self.assertLess(n, 1100)
+        self.assertEqual(self.up.gate_timeouts, 0)
+        rec = self.assert_abort_recorded("stream_max_chunk")
+        self.assertEqual(rec["bytes_out"], 1000)
+
+    def test_oversized_first_chunk_is_a_502(self):
+        # The head and an oversized first chunk arrive together: nothing has reached the client,
+        # so it gets a 502 that says why instead of a cut 200.
+        self.guarded(stream={"max_chunk_bytes": "64KiB"})
+        with Client(self.gw.port, timeout=scale(10)) as c:
+            c.send(build_request("GET", "/bytes?n=%d&mode=chunked&chunk=200000" % (1 << 20)))
+            head = c.read_head(timeout=scale(5))
+            self.assertEqual(head.status, 502, head)
+            self.assertEqual(head.header("x-bulwark-reason"), "stream_max_chunk")
         self.assert_abort_recorded("stream_max_chunk")
 
     def test_upstream_reset_mid_body_truncates_and_closes(self):

@@ -10,9 +10,11 @@ the request path, so that one server can play every kind of peer a test needs:
                       Content-Length
   /slow?ms=N          waits N ms before the response header
   /sse?n=N&gap_ms=M   chunked text/event-stream, one event per chunk; with &gate=1 the server
-                      sends event k+1 only after the test calls release_sse() (ordering proof)
+                      sends event k+1 only after the test calls release_gate() (ordering proof)
   /bytes?n=N          N body bytes generated on the fly; &mode=chunked|cl (default cl),
-                      &chunk=BYTES (write/chunk size, default 64 KiB)
+                      &chunk=BYTES (write/chunk size, default 64 KiB); chunked, the head and
+                      the first chunk go out in one send. &lead=K (chunked): a first chunk of
+                      K bytes, then with &gate=1 the rest only after release_gate()
   /reset_mid          header (Content-Length 1000000) and 1000 body bytes, then a TCP reset
   /reset              TCP reset before any response byte
   /bad                a garbage status line, then close
@@ -127,9 +129,9 @@ class ScriptedUpstream:
         self.connections_accepted = 0
         self._conns = set()
         self._threads = []
-        self.sse_gate = threading.Semaphore(0)
+        self.gate = threading.Semaphore(0)
         self.sse_sent = 0
-        self.sse_gate_timeouts = 0
+        self.gate_timeouts = 0
         self.dropped = 0  # connections closed after an answer because of &drop=1
         self.slow_waiting = threading.Event()  # set when a /slow request is waiting
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -160,8 +162,17 @@ class ScriptedUpstream:
                     return r
         return None
 
-    def release_sse(self):
-        self.sse_gate.release()
+    def release_gate(self):
+        self.gate.release()
+
+    def _pass_gate(self, conn):
+        """Waits for release_gate(); False (and a reset) if the test never opens it."""
+        if self.gate.acquire(timeout=15):
+            return True
+        with self._lock:
+            self.gate_timeouts += 1
+        self._rst(conn)
+        return False
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def close(self):
@@ -385,12 +396,8 @@ class ScriptedUpstream:
             conn.sendall(b"%x\r\n" % len(event) + event + b"\r\n")
             if k == n:
                 break
-            if gated:
-                if not self.sse_gate.acquire(timeout=15):
-                    with self._lock:
-                        self.sse_gate_timeouts += 1
-                    self._rst(conn)
-                    return False
+            if gated and not self._pass_gate(conn):
+                return False
             if gap and not self._wait(gap):
                 return False
         conn.sendall(b"0\r\n\r\n")
@@ -402,12 +409,25 @@ class ScriptedUpstream:
         mode = req.params.get("mode", "cl")
         block = bytes((i * 7) & 0xFF for i in range(min(chunk, n) or 1))
         if mode == "chunked":
-            conn.sendall(self._head(200, [("Content-Type", "application/octet-stream"),
-                                          ("Transfer-Encoding", "chunked")]))
+            head = self._head(200, [("Content-Type", "application/octet-stream"),
+                                    ("Transfer-Encoding", "chunked")])
             if req.method == "HEAD":
+                conn.sendall(head)
                 return True
             framed = b"%x\r\n" % len(block) + block + b"\r\n"
             left = n
+            lead = min(int(req.params.get("lead", "0")), len(block))
+            if lead:
+                conn.sendall(head + b"%x\r\n" % lead + block[:lead] + b"\r\n")
+                left -= lead
+                if req.params.get("gate") == "1" and not self._pass_gate(conn):
+                    return False
+            elif left >= len(block) and len(block) > 0:
+                # The head and the first chunk in one send: they reach the gateway together.
+                conn.sendall(head + framed)
+                left -= len(block)
+            else:
+                conn.sendall(head)
             while left >= len(block) and len(block) > 0:
                 conn.sendall(framed)
                 left -= len(block)
