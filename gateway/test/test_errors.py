@@ -257,6 +257,10 @@ class OverloadTest(GatewayTest):
                 r = c.read_response(timeout=scale(3))
                 self.assertGatewayResponse(r, 503, "connection_limit")
                 self.assertTrue(c.wait_closed(scale(2)))
+            rec = gw.wait_access(lambda x: x.get("reason") == "connection_limit")
+            self.assertIsNotNone(rec, "connection_limit refusal not in the access log")
+            self.assertEqual(rec["status"], 503)
+            self.assertEqual(rec["request_id"], r.header("x-request-id"))
             self.assertEqual(up.count(), before)
             # The held connection still works.
             self.assertEqual(held.request("GET", "/ok").status, 200)

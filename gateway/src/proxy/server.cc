@@ -338,11 +338,21 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
   {
     const auto& lc = *snapshot->listeners[listener_index].config;
     if (connections > lc.limits.max_connections) {
-      auto res =
-          error_response(503, "connection_limit", observe::generate_request_id(random), 11, false);
-      snapshot->listeners[listener_index].metrics->response(503, "connection_limit").inc();
+      // Refused before a byte is read: logged without method and path.
+      Exchange x;
+      x.snap = snapshot;
+      x.listener = listener_index;
+      x.start = accepted;
+      x.wall_start = std::chrono::system_clock::now();
+      x.client = client;
+      x.request_id = observe::generate_request_id(random);
+      x.status = 503;
+      x.reason = "connection_limit";
+      auto res = error_response(503, x.reason, x.request_id, 11, false);
+      snapshot->listeners[listener_index].metrics->response(503, x.reason).inc();
       stream.expires_after(std::chrono::seconds(1));
       co_await http::async_write(stream, res, kTuple);
+      record(shared, x);
       error_code ignored;
       stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
       co_return;
