@@ -99,6 +99,20 @@ class ScriptedUpstreamTest(GatewayTest):
         self.assertTrue(req.chunked, req.headers)
         self.assertEqual(req.body, b"hello world")
 
+    def test_empty_lines_before_a_request_line_are_ignored(self):
+        # RFC 9112 §2.2: a CRLF after a body (some clients add one) is not a malformed request.
+        with Client(self.gw.port) as c:
+            c.send(b"\r\nGET /ok HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            self.assertEqual(c.read_response().status, 200)
+            c.send(b"POST /echo HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2\r\n\r\nhi\r\n"
+                   b"\n\r\nGET /ok?second=1 HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, b"hi"))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["query"], "second=1")
+        self.assertEqual(self.up.count("/ok"), 2)
+
     def test_chunked_response_framing_keeps_connection_in_sync(self):
         # Exactly one last-chunk per chunked answer: anything after it would be read as the
         # start of the next response on the keep-alive connection.

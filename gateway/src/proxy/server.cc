@@ -428,6 +428,18 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       ~Disarm() { t->disarm(); }
     } disarm{header_timer};
     for (;;) {
+      // Empty lines before a request line are ignored (RFC 9112 §2.2): some clients send a
+      // CRLF after a request body. Bounded by the header deadline like any other byte.
+      for (;;) {
+        const std::string_view d(static_cast<const char*>(buffer.data().data()), buffer.size());
+        if (d.starts_with("\r\n")) {
+          buffer.consume(2);
+        } else if (d.starts_with("\n")) {
+          buffer.consume(1);
+        } else {
+          break;
+        }
+      }
       const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
       header_end = data.find("\r\n\r\n");
       if (header_end != std::string_view::npos) {
@@ -734,7 +746,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
         stream.expires_after(lc.timeouts.idle);
         auto [ec, n] = co_await net::async_write(stream, net::buffer(kContinue), kTuple);
-        if (ec) co_return;
+        if (ec) {
+          x.reason = "client_closed";  // status 0: the client left before any answer
+          record(shared, x);
+          co_return;
+        }
       }
       // The client's body is read under a timer that cancels the read rather than closing
       // the socket, so the client can still be told why (408, or 504 when the route's
