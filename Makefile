@@ -44,7 +44,8 @@ format:
 
 lint:
 	cmake --preset release >/dev/null
-	git ls-files 'lib/src/*.cc' | grep -v '_fuzz.cc' | xargs clang-tidy -p build/release --quiet
+	git ls-files 'lib/src/*.cc' 'gateway/src/*.cc' | grep -v -e '_fuzz.cc' -e 'beast_impl.cc' \
+		| xargs -P2 -n1 clang-tidy -p build/release --quiet
 
 clean:
 	rm -rf build

@@ -47,15 +47,15 @@ using ErrorCode = boost::system::error_code;
 // some of those).
 constexpr asio::as_tuple_t<asio::use_awaitable_t<>> kToken{};
 
-constexpr std::size_t kHeaderLimit = 8 * 1024;
-constexpr std::uint64_t kBodyLimit = 64 * 1024;
+constexpr std::size_t kHeaderLimit = 8 * 1024UL;
+constexpr std::uint64_t kBodyLimit = 64 * 1024UL;
 constexpr auto kRequestTimeout = std::chrono::seconds(10);
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr auto kWriteTimeout = std::chrono::seconds(10);
 // After an error answer the rest of the request is read and dropped for a short while, so that
 // closing with unread input does not reset the connection before the client read the answer.
 constexpr auto kLingerTimeout = std::chrono::seconds(1);
-constexpr std::size_t kLingerBytes = 256 * 1024;
+constexpr std::size_t kLingerBytes = 256 * 1024UL;
 constexpr std::size_t kMaxConnections = 64;
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 
@@ -141,7 +141,7 @@ struct AdminServer::Impl {
   void start() {
     if (started || stopping) return;
     started = true;
-    asio::co_spawn(ioc, accept_loop(), [](std::exception_ptr) {});
+    asio::co_spawn(ioc, accept_loop(), [](const std::exception_ptr&) {});
     thread = std::thread([this] {
       for (;;) {
         try {
@@ -198,7 +198,7 @@ struct AdminServer::Impl {
       auto stream = std::make_unique<beast::tcp_stream>(std::move(socket));
       const uint64_t id = next_session_id++;
       sessions.emplace(id, stream.get());
-      asio::co_spawn(ioc, session(std::move(stream), id), [](std::exception_ptr) {});
+      asio::co_spawn(ioc, session(std::move(stream), id), [](const std::exception_ptr&) {});
     }
   }
 
@@ -269,7 +269,7 @@ struct AdminServer::Impl {
       std::size_t dropped = 0;
       while (dropped < kLingerBytes && !stopping) {
         buffer.clear();
-        auto space = buffer.prepare(16 * 1024);
+        auto space = buffer.prepare(16 * 1024UL);
         auto [read_ec, n] = co_await stream.async_read_some(space, kToken);
         if (read_ec) break;
         dropped += n;

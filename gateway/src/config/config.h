@@ -37,9 +37,9 @@ struct Address {
 };
 
 struct ListenerLimits {
-  uint64_t max_header_bytes = 8 * 1024;
+  uint64_t max_header_bytes = 8 * 1024UL;
   uint32_t max_headers = 100;
-  uint64_t max_uri_bytes = 2 * 1024;
+  uint64_t max_uri_bytes = 2 * 1024UL;
   uint64_t max_body_bytes = 100ull * 1024 * 1024;
   uint32_t max_connections = 10000;
   uint32_t max_concurrent_requests = 1000;
@@ -104,12 +104,12 @@ struct RouteRateLimit {
 
 struct RouteCache {
   Duration ttl = 60s;
-  uint64_t max_entry_bytes = 1024 * 1024;
+  uint64_t max_entry_bytes = 1024 * 1024UL;
   Duration stale_if_error = 0s;
 };
 
 struct StreamSpec {
-  uint64_t max_chunk_bytes = 64 * 1024;
+  uint64_t max_chunk_bytes = 64 * 1024UL;
   uint64_t max_bytes = 1ull << 30;
 };
 

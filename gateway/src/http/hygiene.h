@@ -79,7 +79,7 @@ struct HeaderField {
 
 struct HeaderLimits {
   std::size_t max_headers = 100;
-  std::size_t max_header_bytes = 8 * 1024;
+  std::size_t max_header_bytes = 8 * 1024UL;
 };
 
 struct Framing {

@@ -58,7 +58,7 @@ class AccessLog {
  public:
   struct Options {
     std::string path = "stdout";
-    std::size_t queue_size = 64 * 1024;
+    std::size_t queue_size = 64 * 1024UL;
   };
   // Throws std::runtime_error when the file cannot be opened (a start-up/reload error).
   explicit AccessLog(const Options& options);

@@ -22,7 +22,7 @@ bool is_valid_request_id(std::string_view id) noexcept {
 }
 
 std::string generate_request_id(Random& random) {
-  std::array<uint8_t, 16> bytes;
+  std::array<uint8_t, 16> bytes{};
   const uint64_t hi = random.next_u64();
   const uint64_t lo = random.next_u64();
   for (std::size_t i = 0; i < 8; ++i) {

@@ -41,7 +41,7 @@ class Router {
 
  private:
   struct Entry {
-    enum class HostKind { any, suffix, exact } host_kind;
+    enum class HostKind { any, suffix, exact } host_kind = HostKind::any;
     std::string host;  // lower-cased; for suffix: ".example.com"
     std::string prefix;
     std::vector<std::string> methods;

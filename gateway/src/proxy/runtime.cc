@@ -28,7 +28,7 @@ tcp::endpoint resolve(const config::Address& a) {
 
 }  // namespace
 
-std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Config> config,
+std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
                                                const config::Config& startup, uint64_t generation,
                                                observe::GatewayMetrics& metrics) {
   auto snap = std::make_shared<Snapshot>(config, Router(config->routes));

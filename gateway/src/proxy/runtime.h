@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
@@ -25,7 +26,7 @@
 namespace bulwark::gateway::proxy {
 
 struct EndpointRuntime {
-  std::string address;  // "host:port" as written in the config: the metric label
+  std::string address;   // "host:port" as written in the config: the metric label
   std::string pool_key;  // cluster name + '\n' + address: a worker's pool for this endpoint
   boost::asio::ip::tcp::endpoint endpoint;
   observe::EndpointMetrics* metrics = nullptr;
@@ -72,14 +73,14 @@ struct Snapshot {
   std::vector<ClusterRuntime> clusters;
   Router router;
 
-  Snapshot(std::shared_ptr<const config::Config> c, const Router& r)
-      : config(std::move(c)), router(r) {}
+  Snapshot(std::shared_ptr<const config::Config> c, Router r)
+      : config(std::move(c)), router(std::move(r)) {}
 };
 
 // Builds a snapshot: resolves every endpoint (names through the system resolver, once, here),
 // looks up metric handles. `startup` supplies listener settings missing from `config`.
 // Throws std::runtime_error naming the endpoint that cannot be resolved.
-std::shared_ptr<const Snapshot> build_snapshot(std::shared_ptr<const config::Config> config,
+std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
                                                const config::Config& startup, uint64_t generation,
                                                observe::GatewayMetrics& metrics);
 
