@@ -219,6 +219,41 @@ class UpstreamFailureTest(GatewayTest):
                 self.assertIsNone(r.header("x-bulwark-reason"), r)
 
 
+class EarlyUpstreamAnswerTest(GatewayTest):
+    def test_upload_refused_early_gets_the_upstreams_answer(self):
+        # The upstream answers 413 after the head and closes without reading the body; the
+        # gateway's next body write fails. The client gets the upstream's answer, not a 502.
+        up = self.start_upstream()
+        gw = self.gateway_for(up, limits={"max_body_bytes": "64MiB"})
+        size = 8 << 20
+        with Client(gw.port, timeout=scale(10)) as c:
+            c.send("POST /reject_early HTTP/1.1\r\n" + H + "Content-Length: %d\r\n\r\n" % size)
+            self.assertTrue(wait_until(lambda: up.rejected_early == 1, scale(5), 0.02),
+                            "the upstream did not refuse the upload")
+
+            def pump():
+                try:
+                    for _ in range(size // 65536):
+                        c.sock.sendall(b"u" * 65536)
+                except OSError:
+                    pass  # the gateway closes once it has answered
+            t = threading.Thread(target=pump, daemon=True)
+            t.start()
+            r = c.read_response(timeout=scale(5))
+            self.assertEqual(r.status, 413, r)
+            self.assertIsNone(r.header("x-bulwark-reason"), r)
+            self.assertEqual(r.body, b'{"error":"upload refused"}')
+            self.assertEqual(r.header("connection"), "close")
+            self.assertTrue(c.wait_closed(scale(5)), "client connection kept with its body unread")
+            t.join(timeout=scale(10))
+            self.assertFalse(t.is_alive())
+        rec = gw.wait_access(lambda x: x.get("path") == "/reject_early")
+        self.assertIsNotNone(rec)
+        self.assertEqual((rec["status"], rec["reason"]), (413, ""))
+        self.assertLess(rec["bytes_in"], size)
+        self.assertEqual(request(gw.port, "GET", "/ok").status, 200)
+
+
 class OverloadTest(GatewayTest):
     def test_pool_exhausted_503(self):
         up = self.start_upstream()

@@ -21,6 +21,7 @@ the request path, so that one server can play every kind of peer a test needs:
   /status?code=N      status N with a short body (none for 1xx/204/304); &te=1 with 204/304:
                       a Transfer-Encoding: chunked head and no body
   /stall_body         header (Content-Length 100000) and 10 bytes, then silence
+  /reject_early       413 as soon as the head is read, then close without reading the body
   anything else       200 like /ok
   any path + &drop=1  after the answer the connection is closed without warning (an upstream
                       whose keep-alive timeout just ended)
@@ -133,6 +134,7 @@ class ScriptedUpstream:
         self.sse_sent = 0
         self.gate_timeouts = 0
         self.dropped = 0  # connections closed after an answer because of &drop=1
+        self.rejected_early = 0  # /reject_early connections closed
         self.slow_waiting = threading.Event()  # set when a /slow request is waiting
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept_thread.start()
@@ -234,6 +236,15 @@ class ScriptedUpstream:
                 with self._lock:
                     self._counts[req.path] = self._counts.get(req.path, 0) + 1
                     self.requests.append(req)
+                if req.path == "/reject_early":
+                    # Refuses an upload at once and closes without reading it: the unread
+                    # body makes the kernel reset the connection.
+                    self._send(conn, req, 413, b'{"error":"upload refused"}',
+                               headers=[("Connection", "close")])
+                    conn.close()
+                    with self._lock:
+                        self.rejected_early += 1
+                    return
                 self._read_body(reader, req)
                 with self._lock:
                     self.completed[req.path] = self.completed.get(req.path, 0) + 1

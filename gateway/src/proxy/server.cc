@@ -822,9 +822,17 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
       const bool retry_ok = reused && !has_body && is_idempotent(req.method());
       if (wec) {
         if (retry_ok) continue;
-        fail_status = wec == beast::error::timeout ? 504 : 502;
-        fail_reason = wec == beast::error::timeout ? "request_timeout" : "upstream_reset";
-        break;
+        if (wec == beast::error::timeout || !has_body) {
+          fail_status = wec == beast::error::timeout ? 504 : 502;
+          fail_reason = wec == beast::error::timeout ? "request_timeout" : "upstream_reset";
+          break;
+        }
+        // The upstream stopped taking the body: a server that refuses an upload (413, 401,
+        // 403) often answers at once and closes without reading the rest. Its answer is still
+        // in the socket's receive queue, so it is read below and relayed; an upstream that
+        // left without answering ends there as 502 upstream_reset. The client's unread body
+        // makes its connection close after the answer.
+        upstream_reusable = false;
       }
 
       // Response header, under the first-byte and request deadlines. 1xx answers other than
