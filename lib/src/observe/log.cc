@@ -383,6 +383,7 @@ void LogSystem::flush() {
 
 void LogSystem::close() {
   std::shared_ptr<spdlog::details::thread_pool> pool;
+  decltype(loggers_) loggers;
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
@@ -390,12 +391,16 @@ void LogSystem::close() {
     for (auto& [name, l] : loggers_) l->set_level(LogLevel::off);
     if (pool_) dropped_at_close_ = pool_->overrun_counter();
     pool = std::move(pool_);
-    loggers_.clear();
+    loggers.swap(loggers_);
   }
   // Destroying the pool queues a stop message behind everything already queued and joins the
   // worker, so every message logged before close() is written first. If a log call on another
   // thread holds the pool at this instant, that call's release does the same.
   pool.reset();
+  // Queued messages hold references to their logger; the loggers are released only after the
+  // worker that dropped those references has been joined, so the last release is never a
+  // race between this thread and the worker.
+  loggers.clear();
   for (const auto& s : sinks_) {
     try {
       s->flush();
