@@ -192,6 +192,22 @@ class ScriptedUpstreamTest(GatewayTest):
         self.assertEqual(len(hosts), 1)
         self.assertTrue(hosts[0].startswith("127.0.0.1:"), hosts)
 
+    def test_stray_bytes_after_a_bodiless_answer_never_answer_the_next_request(self):
+        # The upstream sends a body 50 ms after its HEAD answer, when the connection is
+        # already back in the pool: it is checked before reuse and replaced.
+        for method, path in (("HEAD", "/ok?stray=1"), ("GET", "/status?code=204&stray=1")):
+            strays = self.up.strays_sent
+            with Client(self.gw.port) as c:
+                r = c.request(method, path)
+                self.assertIn(r.status, (200, 204), r)
+            self.assertTrue(wait_until(lambda: self.up.strays_sent == strays + 1, scale(5), 0.02))
+            conns = self.up.connections_accepted
+            r = request(self.gw.port, "GET", "/ok")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(self.seen(r)["path"], "/ok")
+            self.assertEqual(self.up.connections_accepted, conns + 1,
+                             "the connection with stray bytes was used again")
+
     def test_no_body_answers_with_transfer_encoding_keep_the_connection_in_sync(self):
         # RFC 9112 allows Transfer-Encoding on a 304; the answer still has no body, and the
         # next answer on the connection must start right after the head.

@@ -25,6 +25,8 @@ the request path, so that one server can play every kind of peer a test needs:
   anything else       200 like /ok
   any path + &drop=1  after the answer the connection is closed without warning (an upstream
                       whose keep-alive timeout just ended)
+  any path + &stray=1 50 ms after the answer, stray bytes on the same connection (a body after
+                      a HEAD, 204 or 304 answer)
 
 Every request is counted by path when its header has been read (`count()`), and again in
 `completed` when its body has been read in full. Nothing here sleeps unboundedly: every wait is
@@ -135,6 +137,7 @@ class ScriptedUpstream:
         self.gate_timeouts = 0
         self.dropped = 0  # connections closed after an answer because of &drop=1
         self.rejected_early = 0  # /reject_early connections closed
+        self.strays_sent = 0  # bodies sent after bodiless answers because of &stray=1
         self.slow_waiting = threading.Event()  # set when a /slow request is waiting
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept_thread.start()
@@ -249,6 +252,13 @@ class ScriptedUpstream:
                 with self._lock:
                     self.completed[req.path] = self.completed.get(req.path, 0) + 1
                 keep = self._dispatch(conn, req)
+                if req.params.get("stray") == "1":
+                    # A body after an answer that has none (HEAD, 204, 304), a moment later.
+                    if not self._wait(0.05):
+                        return
+                    conn.sendall(b"stray bytes after a bodiless answer")
+                    with self._lock:
+                        self.strays_sent += 1
                 conn_hdr = (req.header("Connection") or "").lower()
                 if req.params.get("drop") == "1":
                     # Like an upstream whose keep-alive timeout ends just after answering: the

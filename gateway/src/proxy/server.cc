@@ -1016,8 +1016,11 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     const bool clean = end == StreamEnd::done && (no_body || rp.is_done());
     if (clean && upstream_reusable && upstream_keep_alive && upstream_buffer.size() == 0 &&
         !draining) {
+      // After an answer without a body a misbehaving upstream may send one anyway: such a
+      // connection is peeked before its next use, so bytes that came meanwhile drop it
+      // instead of being read as the next request's answer.
       pool.put_idle(up->release_socket(), now(), cluster->config->pool.max_idle,
-                    cluster->config->pool.idle_timeout);
+                    cluster->config->pool.idle_timeout, /*verify=*/no_body);
     } else {
       error_code ignored;
       up->socket().close(ignored);

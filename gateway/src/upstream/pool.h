@@ -65,9 +65,10 @@ class EndpointPool {
       idle_.pop_back();
       if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
       // The peek costs a system call per request; a connection used moments ago is taken on
-      // trust (the gateway replaces one found dead before any answer byte, see server.cc).
+      // trust (the gateway replaces one found dead before any answer byte, see server.cc),
+      // unless it was put back with `verify`.
       if (now - entry.since <= idle_timeout &&
-          (now - entry.since < kTrustedIdle || still_open(entry.socket))) {
+          ((!entry.verify && now - entry.since < kTrustedIdle) || still_open(entry.socket))) {
         return std::move(entry.socket);
       }
       boost::system::error_code ignored;
@@ -76,15 +77,19 @@ class EndpointPool {
     return std::nullopt;
   }
 
+  // `verify`: the connection is peeked when taken however recently it was used. For answers
+  // without a body (HEAD, 204, 304), where an upstream that wrongly sends one anyway leaves
+  // bytes that would be read as the next request's answer.
   void put_idle(tcp::socket socket, SteadyTime now, uint32_t max_idle,
-                std::chrono::nanoseconds idle_timeout = std::chrono::nanoseconds::max()) {
+                std::chrono::nanoseconds idle_timeout = std::chrono::nanoseconds::max(),
+                bool verify = false) {
     sweep(now, idle_timeout);
     if (idle_.size() >= max_idle) {
       boost::system::error_code ignored;
       socket.close(ignored);
       return;
     }
-    idle_.push_back({std::move(socket), now});
+    idle_.push_back({std::move(socket), now, verify});
     if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->inc();
   }
 
@@ -106,6 +111,7 @@ class EndpointPool {
   struct Idle {
     tcp::socket socket;
     SteadyTime since;
+    bool verify = false;
   };
 
   // Closes expired connections from the old end. Reuse is LIFO, so without this the oldest

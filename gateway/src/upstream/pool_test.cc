@@ -80,6 +80,26 @@ TEST(EndpointPool, DropsConnectionsTheUpstreamClosedOrThatSentData) {
   EXPECT_EQ(pool.idle(), 0u);
 }
 
+TEST(EndpointPool, AConnectionPutBackWithVerifyIsCheckedEvenWhenRecent) {
+  net::io_context ioc;
+  auto trusted = connect_pair(ioc);
+  auto verified = connect_pair(ioc);
+  // Both sent stray bytes after their answer (a body after a HEAD answer, say).
+  net::write(trusted.server, net::buffer(std::string_view("stray")));
+  net::write(verified.server, net::buffer(std::string_view("stray")));
+  ASSERT_TRUE(wait_readable(trusted.client));
+  ASSERT_TRUE(wait_readable(verified.client));
+  const auto trusted_port = trusted.client.local_endpoint().port();
+  EndpointPool pool;
+  pool.put_idle(std::move(trusted.client), TimePoint{}, 4);
+  pool.put_idle(std::move(verified.client), TimePoint{}, 4, 60s, /*verify=*/true);
+  // Taken at once: the verified one is peeked and dropped, the other is taken on trust.
+  auto got = pool.take_idle(TimePoint{} + 1ms, 60s);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->local_endpoint().port(), trusted_port);
+  EXPECT_EQ(pool.idle(), 0u);
+}
+
 TEST(EndpointPool, ExpiresIdleConnectionsAndBoundsTheirNumber) {
   net::io_context ioc;
   auto a = connect_pair(ioc);
