@@ -192,6 +192,18 @@ class ScriptedUpstreamTest(GatewayTest):
         self.assertEqual(len(hosts), 1)
         self.assertTrue(hosts[0].startswith("127.0.0.1:"), hosts)
 
+    def test_http10_head_of_a_chunked_answer_has_no_transfer_encoding(self):
+        with Client(self.gw.port) as c:
+            c.send("HEAD /bytes?n=100&mode=chunked HTTP/1.0\r\nHost: gw.test\r\n\r\n")
+            r = c.read_response(head=True)
+            self.assertEqual(r.status, 200, r)
+            self.assertIsNone(r.header("transfer-encoding"), r)
+            self.assertTrue(c.wait_closed(scale(2)))
+            self.assertEqual(bytes(c.buf), b"", "bytes after a HEAD answer")
+        with Client(self.gw.port) as c:  # HTTP/1.1 keeps it: it describes the GET answer
+            r = c.request("HEAD", "/bytes?n=100&mode=chunked")
+            self.assertEqual(r.header("transfer-encoding"), "chunked", r)
+
     def test_stray_bytes_after_a_bodiless_answer_never_answer_the_next_request(self):
         # The upstream sends a body 50 ms after its HEAD answer, when the connection is
         # already back in the pool: it is checked before reuse and replaced.

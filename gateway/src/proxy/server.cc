@@ -927,6 +927,9 @@ net::awaitable<void> Worker::Impl::session(tcp::socket socket, std::size_t liste
     } else if (!no_body && res.chunked() && client_version < 11) {
       res.chunked(false);
       close_after = true;
+    } else if (no_body && client_version < 11) {
+      // HTTP/1.0 has no Transfer-Encoding; an answer without a body just loses the field.
+      res.erase(http::field::transfer_encoding);
     }
     res.keep_alive(!close_after);
     res.body().data = nullptr;
