@@ -71,6 +71,14 @@ struct TargetResult {
 // Checks and normalises a request target. `method` matters only for asterisk-form.
 TargetResult check_target(std::string_view target, std::string_view method,
                           std::size_t max_uri_bytes);
+// The same into `out`, whose strings keep their capacity from one request to the next (the
+// data path's form: no allocation in steady state). `out` is unspecified when refused.
+Verdict check_target_into(std::string_view target, std::string_view method,
+                          std::size_t max_uri_bytes, NormalizedTarget& out);
+// check_target_into without its shortcut for already-normal paths (the fuzz target checks
+// that both always agree).
+Verdict check_target_reference(std::string_view target, std::string_view method,
+                               std::size_t max_uri_bytes, NormalizedTarget& out);
 
 struct HeaderField {
   std::string_view name;

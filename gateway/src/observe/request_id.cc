@@ -21,7 +21,7 @@ bool is_valid_request_id(std::string_view id) noexcept {
   return true;
 }
 
-std::string generate_request_id(Random& random) {
+void format_request_id(Random& random, std::string& out) {
   std::array<uint8_t, 16> bytes{};
   const uint64_t hi = random.next_u64();
   const uint64_t lo = random.next_u64();
@@ -35,13 +35,18 @@ std::string generate_request_id(Random& random) {
   bytes[8] = static_cast<uint8_t>((bytes[8] & 0x3f) | 0x80);
 
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(36);
+  out.clear();
   for (std::size_t i = 0; i < bytes.size(); ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
     out.push_back(kHex[bytes[i] >> 4]);
     out.push_back(kHex[bytes[i] & 0x0f]);
   }
+}
+
+std::string generate_request_id(Random& random) {
+  std::string out;
+  out.reserve(36);
+  format_request_id(random, out);
   return out;
 }
 

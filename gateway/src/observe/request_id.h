@@ -20,5 +20,8 @@ bool is_valid_request_id(std::string_view id) noexcept;
 
 // A new UUIDv4 string, e.g. "3f2b9c1e-8a4d-4e7f-9b21-5c6d7e8f9a0b".
 std::string generate_request_id(Random& random);
+// The same into `out` (replacing its contents; a string with room for 36 characters is
+// reused without allocating).
+void format_request_id(Random& random, std::string& out);
 
 }  // namespace bulwark::gateway::observe

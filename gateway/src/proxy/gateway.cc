@@ -19,12 +19,16 @@
 #include "bulwark/observe/log.h"
 #include "bulwark/observe/prometheus.h"
 #include "bulwark/observe/registry.h"
-#include "proxy/runtime.h"
-#include "proxy/server.h"
+#include "listener/worker.h"
+#include "route/runtime.h"
 
 namespace bulwark::gateway::proxy {
 
 namespace net = boost::asio;
+using listener::Worker;
+using route::ListenerShared;
+using route::Shared;
+using route::Snapshot;
 using tcp = net::ip::tcp;
 using nlohmann::json;
 
@@ -95,7 +99,7 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
   for (std::size_t i = 0; i < s.startup->listeners.size(); ++i) {
     s.shared.listeners.push_back(std::make_unique<ListenerShared>());
   }
-  s.current = build_snapshot(s.startup, *s.startup, s.generation, s.shared.metrics);
+  s.current = route::build_snapshot(s.startup, *s.startup, s.generation, s.shared);
   s.shared.metrics.reload_result(true, s.generation);
   s.shared.metrics.set_access_log_dropped_source(
       [&s]() -> uint64_t { return s.shared.access_log ? s.shared.access_log->dropped() : 0; });
@@ -137,7 +141,7 @@ void Gateway::start() {
   }
   std::vector<uint16_t>& ports = s.ports;
   for (unsigned i = 0; i < n; ++i) {
-    auto w = std::make_unique<Worker>(s.shared, s.current, (uint64_t{rd()} << 32) ^ rd());
+    auto w = std::make_unique<Worker>(SystemClock::instance(), s.shared, s.current, (uint64_t{rd()} << 32) ^ rd());
     const auto bound = w->listen(endpoints);  // throws naming the address
     if (i == 0) {
       ports = bound;
@@ -206,7 +210,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   std::string error;
   try {
     next = std::make_shared<const config::Config>(config::load_file(options.config_path));
-    snap = build_snapshot(next, *startup, gen, shared.metrics);
+    snap = route::build_snapshot(next, *startup, gen, shared);
   } catch (const config::ConfigError& e) {
     error = format_diagnostics(e, &out.errors);
   } catch (const std::exception& e) {

@@ -16,6 +16,7 @@
 
 #include <sys/socket.h>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstdint>
@@ -31,6 +32,10 @@ namespace bulwark::gateway::upstream {
 
 using tcp = boost::asio::ip::tcp;
 using SteadyTime = bulwark::TimePoint;
+// Sockets of a worker's io_context (a concrete executor type: no type-erased executor copies
+// on the data path).
+using Executor = boost::asio::io_context::executor_type;
+using Socket = boost::asio::basic_stream_socket<tcp, Executor>;
 
 class EndpointPool {
  public:
@@ -58,14 +63,14 @@ class EndpointPool {
   }
 
   // An idle connection that is still open, or nothing. Expired and closed ones are dropped.
-  std::optional<tcp::socket> take_idle(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
+  std::optional<Socket> take_idle(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
     sweep(now, idle_timeout);
     while (!idle_.empty()) {
       Idle entry = std::move(idle_.back());
       idle_.pop_back();
       if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
       // The peek costs a system call per request; a connection used moments ago is taken on
-      // trust (the gateway replaces one found dead before any answer byte, see server.cc),
+      // trust (the gateway replaces one found dead before any answer byte, see upstream/exchange.h),
       // unless it was put back with `verify`.
       if (now - entry.since <= idle_timeout &&
           ((!entry.verify && now - entry.since < kTrustedIdle) || still_open(entry.socket))) {
@@ -80,7 +85,7 @@ class EndpointPool {
   // `verify`: the connection is peeked when taken however recently it was used. For answers
   // without a body (HEAD, 204, 304), where an upstream that wrongly sends one anyway leaves
   // bytes that would be read as the next request's answer.
-  void put_idle(tcp::socket socket, SteadyTime now, uint32_t max_idle,
+  void put_idle(Socket socket, SteadyTime now, uint32_t max_idle,
                 std::chrono::nanoseconds idle_timeout = std::chrono::nanoseconds::max(),
                 bool verify = false) {
     sweep(now, idle_timeout);
@@ -109,7 +114,7 @@ class EndpointPool {
 
  private:
   struct Idle {
-    tcp::socket socket;
+    Socket socket;
     SteadyTime since;
     bool verify = false;
   };
@@ -128,7 +133,7 @@ class EndpointPool {
 
   // An idle HTTP connection must have nothing to read: data or EOF means the upstream closed
   // it (or sent something unsolicited), so it cannot carry another request.
-  static bool still_open(tcp::socket& s) noexcept {
+  static bool still_open(Socket& s) noexcept {
     char byte;
     const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);

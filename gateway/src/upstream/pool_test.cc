@@ -15,13 +15,13 @@ using namespace std::chrono_literals;
 // A connected pair of sockets on 127.0.0.1: `client` goes into the pool, `server` plays the
 // upstream.
 struct Pair {
-  tcp::socket client;
+  Socket client;
   tcp::socket server;
 };
 
 Pair connect_pair(net::io_context& ioc) {
   tcp::acceptor acceptor(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-  tcp::socket client(ioc);
+  Socket client(ioc);
   client.connect(acceptor.local_endpoint());
   tcp::socket server = acceptor.accept();
   return {std::move(client), std::move(server)};
@@ -54,7 +54,8 @@ TEST(EndpointPool, GivesBackTheMostRecentlyUsedOpenConnection) {
 }
 
 // Blocks until `s` has something to read (data or EOF), at most 5 s.
-bool wait_readable(tcp::socket& s) {
+template <class S>
+bool wait_readable(S& s) {
   pollfd p{s.native_handle(), POLLIN, 0};
   return ::poll(&p, 1, 5000) == 1;
 }

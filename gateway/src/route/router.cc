@@ -1,8 +1,8 @@
-#include "proxy/router.h"
+#include "route/router.h"
 
 #include <algorithm>
 
-namespace bulwark::gateway::proxy {
+namespace bulwark::gateway::route {
 namespace {
 
 std::string lower(std::string_view s) {
@@ -44,14 +44,39 @@ std::string Router::host_of(std::string_view h) {
   return lower(colon == std::string_view::npos ? h : h.substr(0, colon));
 }
 
+std::string_view Router::host_view(std::string_view h) noexcept {
+  if (!h.empty() && h.front() == '[') {  // [v6]:port
+    const auto close = h.find(']');
+    return close == std::string_view::npos ? h : h.substr(0, close + 1);
+  }
+  const auto colon = h.rfind(':');
+  return colon == std::string_view::npos ? h : h.substr(0, colon);
+}
+
+namespace {
+
+// `lowered` is already lower-case; `s` may be in any case.
+bool equals_lowered(std::string_view s, std::string_view lowered) noexcept {
+  if (s.size() != lowered.size()) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != lowered[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool Router::host_matches(const Entry& e, std::string_view host) noexcept {
   switch (e.host_kind) {
     case Entry::HostKind::any:
       return true;
     case Entry::HostKind::suffix:
-      return host.size() > e.host.size() && host.ends_with(e.host);
+      return host.size() > e.host.size() &&
+             equals_lowered(host.substr(host.size() - e.host.size()), e.host);
     case Entry::HostKind::exact:
-      return host == e.host;
+      return equals_lowered(host, e.host);
   }
   return false;
 }
@@ -59,7 +84,7 @@ bool Router::host_matches(const Entry& e, std::string_view host) noexcept {
 Router::Match Router::match(std::string_view host_header, std::string_view path,
                             std::string_view method) const {
   Match m;
-  const std::string host = host_of(host_header);
+  const std::string_view host = host_view(host_header);
   for (std::size_t i = 0; i < entries_.size(); ++i) {
     const Entry& e = entries_[i];
     if (!host_matches(e, host) || !path.starts_with(e.prefix)) continue;
@@ -78,4 +103,4 @@ Router::Match Router::match(std::string_view host_header, std::string_view path,
   return m;
 }
 
-}  // namespace bulwark::gateway::proxy
+}  // namespace bulwark::gateway::route

@@ -1,8 +1,8 @@
-#include "proxy/router.h"
+#include "route/router.h"
 
 #include <gtest/gtest.h>
 
-namespace bulwark::gateway::proxy {
+namespace bulwark::gateway::route {
 namespace {
 
 config::Route route(std::string name, std::string prefix, std::string host = "*",
@@ -51,4 +51,4 @@ TEST(Router, HostOfStripsPortAndLowers) {
 }
 
 }  // namespace
-}  // namespace bulwark::gateway::proxy
+}  // namespace bulwark::gateway::route

@@ -1,10 +1,12 @@
-#include "proxy/runtime.h"
+#include "route/runtime.h"
+
+#include "filters/concurrency_limit/concurrency_limit.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <stdexcept>
 
-namespace bulwark::gateway::proxy {
+namespace bulwark::gateway::route {
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
@@ -30,7 +32,8 @@ tcp::endpoint resolve(const config::Address& a) {
 
 std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
                                                const config::Config& startup, uint64_t generation,
-                                               observe::GatewayMetrics& metrics) {
+                                               Shared& shared) {
+  observe::GatewayMetrics& metrics = shared.metrics;
   auto snap = std::make_shared<Snapshot>(config, Router(config->routes));
   snap->generation = generation;
   for (const auto& boot : startup.listeners) {
@@ -38,16 +41,24 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     for (const auto& l : config->listeners) {
       if (l.name == boot.name) chosen = &l;
     }
-    snap->listeners.push_back({chosen, &metrics.listener(boot.name)});
+    const std::size_t index = snap->listeners.size();
+    ListenerRuntime lr;
+    lr.config = chosen;
+    lr.metrics = &metrics.listener(boot.name);
+    lr.filters = std::make_unique<filter::FilterChain>();
+    lr.filters->add(filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests,
+                                                    *lr.metrics));
+    snap->listeners.push_back(std::move(lr));
   }
   snap->clusters.reserve(config->clusters.size());
   for (const auto& c : config->clusters) {
     ClusterRuntime cr;
+    cr.index = snap->clusters.size();
     cr.config = &c;
     cr.metrics = &metrics.cluster(c.name);
     for (const auto& e : c.endpoints) {
-      cr.endpoints.push_back(
-          {e.text(), c.name + '\n' + e.text(), resolve(e), &metrics.endpoint(c.name, e.text())});
+      cr.endpoints.push_back({snap->endpoint_count++, e.text(), c.name + '\n' + e.text(),
+                              resolve(e), &metrics.endpoint(c.name, e.text())});
     }
     snap->clusters.push_back(std::move(cr));
   }
@@ -59,9 +70,9 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     for (const auto& c : snap->clusters) {
       if (c.config->name == r.cluster) rr.cluster = &c;
     }
-    snap->routes.push_back(rr);
+    snap->routes.push_back(std::move(rr));
   }
   return snap;
 }
 
-}  // namespace bulwark::gateway::proxy
+}  // namespace bulwark::gateway::route

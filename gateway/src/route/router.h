@@ -12,6 +12,8 @@
 // When no route matches, Match says whether some route matched host and path but not the
 // method, and lists the methods those routes allow (for 405 + Allow); otherwise it is a 404.
 //
+// match() allocates nothing unless some route matched host and path but not the method.
+//
 // Thread-safety: immutable after construction; match() is safe from any thread.
 #pragma once
 
@@ -22,7 +24,7 @@
 
 #include "config/config.h"
 
-namespace bulwark::gateway::proxy {
+namespace bulwark::gateway::route {
 
 class Router {
  public:
@@ -38,6 +40,8 @@ class Router {
 
   // The host part of a Host header value: without the port, lower-cased.
   static std::string host_of(std::string_view host_header);
+  // The same without the lower-casing (a view into `host_header`).
+  static std::string_view host_view(std::string_view host_header) noexcept;
 
  private:
   struct Entry {
@@ -50,4 +54,4 @@ class Router {
   std::vector<Entry> entries_;
 };
 
-}  // namespace bulwark::gateway::proxy
+}  // namespace bulwark::gateway::route

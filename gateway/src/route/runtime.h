@@ -19,13 +19,15 @@
 #include <vector>
 
 #include "config/config.h"
+#include "filter/chain.h"
 #include "observe/access_log.h"
 #include "observe/gateway_metrics.h"
-#include "proxy/router.h"
+#include "route/router.h"
 
-namespace bulwark::gateway::proxy {
+namespace bulwark::gateway::route {
 
 struct EndpointRuntime {
+  std::size_t index = 0;  // 0 .. Snapshot::endpoint_count-1, across the snapshot's clusters
   std::string address;   // "host:port" as written in the config: the metric label
   std::string pool_key;  // cluster name + '\n' + address: a worker's pool for this endpoint
   boost::asio::ip::tcp::endpoint endpoint;
@@ -33,6 +35,7 @@ struct EndpointRuntime {
 };
 
 struct ClusterRuntime {
+  std::size_t index = 0;  // position in Snapshot::clusters
   const config::Cluster* config = nullptr;
   std::vector<EndpointRuntime> endpoints;
   observe::ClusterMetrics* metrics = nullptr;
@@ -42,6 +45,8 @@ struct RouteRuntime {
   const config::Route* config = nullptr;
   const ClusterRuntime* cluster = nullptr;
   observe::RouteMetrics* metrics = nullptr;
+  // The route's filters (none yet: the resilience filters bind here).
+  std::unique_ptr<filter::FilterChain> filters;
 };
 
 struct ListenerShared {
@@ -61,6 +66,8 @@ struct Shared {
 struct ListenerRuntime {
   const config::Listener* config = nullptr;
   observe::ListenerMetrics* metrics = nullptr;
+  // The listener's request filters (filters/concurrency_limit first).
+  std::unique_ptr<filter::FilterChain> filters;
 };
 
 struct Snapshot {
@@ -71,6 +78,7 @@ struct Snapshot {
   std::vector<ListenerRuntime> listeners;
   std::vector<RouteRuntime> routes;  // same order as config->routes
   std::vector<ClusterRuntime> clusters;
+  std::size_t endpoint_count = 0;
   Router router;
 
   Snapshot(std::shared_ptr<const config::Config> c, Router r)
@@ -78,10 +86,11 @@ struct Snapshot {
 };
 
 // Builds a snapshot: resolves every endpoint (names through the system resolver, once, here),
-// looks up metric handles. `startup` supplies listener settings missing from `config`.
-// Throws std::runtime_error naming the endpoint that cannot be resolved.
+// looks up metric handles, builds the filter chains over the state that outlives snapshots
+// (`shared`: the listeners' in-flight counts). `startup` supplies listener settings missing
+// from `config`. Throws std::runtime_error naming the endpoint that cannot be resolved.
 std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
                                                const config::Config& startup, uint64_t generation,
-                                               observe::GatewayMetrics& metrics);
+                                               Shared& shared);
 
-}  // namespace bulwark::gateway::proxy
+}  // namespace bulwark::gateway::route

@@ -1,0 +1,118 @@
+#include "filter/chain.h"
+
+namespace bulwark::gateway::filter {
+
+namespace {
+
+template <class Kind>
+std::span<const std::unique_ptr<Kind>> filters_of(const FilterChain& chain) noexcept {
+  if constexpr (std::is_same_v<Kind, RequestFilter>) {
+    return chain.request_filters();
+  } else if constexpr (std::is_same_v<Kind, CallPolicy>) {
+    return chain.call_policies();
+  } else {
+    return chain.response_filters();
+  }
+}
+
+}  // namespace
+
+template <class Kind, class Fn>
+void ChainRun::each(Fn&& fn) {
+  auto& states = std::is_same_v<Kind, CallPolicy>
+                     ? call_state_
+                     : (std::is_same_v<Kind, ResponseFilter> ? response_state_ : request_state_);
+  for (std::size_t c = 0; c < kChains; ++c) {
+    if (chains_[c] == nullptr) continue;
+    const auto filters = filters_of<Kind>(*chains_[c]);
+    for (std::size_t i = 0; i < filters.size(); ++i) {
+      fn(*filters[i], states[c * FilterChain::kMaxPerKind + i]);
+    }
+  }
+}
+
+void ChainRun::begin(const FilterChain* listener, const FilterChain* route) noexcept {
+  complete({});
+  chains_ = {listener, route};
+  entered_ = {};
+  for (std::size_t c = 0; c < kChains; ++c) {
+    if (chains_[c] == nullptr) continue;
+    // Only the slots this request's filters use are cleared.
+    const std::size_t base = c * FilterChain::kMaxPerKind;
+    for (std::size_t i = 0; i < chains_[c]->request_filters().size(); ++i) {
+      request_state_[base + i].reset();
+    }
+    for (std::size_t i = 0; i < chains_[c]->call_policies().size(); ++i) {
+      call_state_[base + i].reset();
+    }
+    for (std::size_t i = 0; i < chains_[c]->response_filters().size(); ++i) {
+      response_state_[base + i].reset();
+    }
+  }
+  open_ = true;
+}
+
+LocalReply ChainRun::on_request(const RequestInfo& request) {
+  for (std::size_t c = 0; c < kChains; ++c) {
+    if (chains_[c] == nullptr) continue;
+    const auto filters = chains_[c]->request_filters();
+    for (std::size_t i = 0; i < filters.size(); ++i) {
+      LocalReply reply =
+          filters[i]->on_request(request, request_state_[c * FilterChain::kMaxPerKind + i]);
+      if (reply) return reply;
+      entered_[c] = i + 1;
+    }
+  }
+  return {};
+}
+
+LocalReply ChainRun::before_attempt(TimePoint now) {
+  LocalReply reply;
+  each<CallPolicy>([&](const CallPolicy& p, FilterState& s) {
+    if (!reply) reply = p.before_attempt(now, s);
+  });
+  return reply;
+}
+
+void ChainRun::after_attempt(const AttemptOutcome& outcome) {
+  each<CallPolicy>([&](const CallPolicy& p, FilterState& s) { p.after_attempt(outcome, s); });
+}
+
+RetryAdvice ChainRun::retry(const AttemptOutcome& outcome) {
+  RetryAdvice advice;
+  each<CallPolicy>([&](const CallPolicy& p, FilterState& s) {
+    const RetryAdvice a = p.retry(outcome, s);
+    if (a.again) {
+      advice.again = true;
+      advice.delay = std::max(advice.delay, a.delay);
+    }
+  });
+  return advice;
+}
+
+void ChainRun::on_response_head(ResponseHead& head) {
+  each<ResponseFilter>([&](const ResponseFilter& f, FilterState& s) { f.on_response_head(head, s); });
+}
+
+void ChainRun::on_body(std::string_view piece) {
+  each<ResponseFilter>([&](const ResponseFilter& f, FilterState& s) { f.on_body(piece, s); });
+}
+
+void ChainRun::on_end(bool complete) {
+  each<ResponseFilter>([&](const ResponseFilter& f, FilterState& s) { f.on_end(complete, s); });
+}
+
+void ChainRun::complete(const Completion& done) {
+  if (!open_) return;
+  open_ = false;
+  for (std::size_t c = kChains; c-- > 0;) {
+    if (chains_[c] == nullptr) continue;
+    const auto filters = chains_[c]->request_filters();
+    for (std::size_t i = entered_[c]; i-- > 0;) {
+      filters[i]->on_complete(done, request_state_[c * FilterChain::kMaxPerKind + i]);
+    }
+  }
+  entered_ = {};
+}
+
+}  // namespace bulwark::gateway::filter

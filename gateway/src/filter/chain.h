@@ -1,0 +1,95 @@
+// FilterChain: the filters of one listener or one route, built once per config snapshot.
+// ChainRun: one request's walk through its listener's chain and then its route's, with every
+// filter's per-request state inline (no allocation per request).
+//
+// Order (DESIGN §5, docs/architecture.md): request filters of the listener, then of the route,
+// in the order they were added; call policies likewise around every upstream attempt; response
+// filters likewise on the answer. on_complete runs in reverse for the request filters that let
+// the request go on, exactly once (complete() is idempotent and also runs from the destructor,
+// so a request abandoned half-way still gives back what its filters took).
+//
+// Thread-safety: a FilterChain is immutable once built and shared by all workers; a ChainRun
+// belongs to one request on one worker.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <vector>
+
+#include "filter/filter.h"
+
+namespace bulwark::gateway::filter {
+
+class FilterChain {
+ public:
+  // Filters of one kind in one chain; a snapshot with more is refused when it is built.
+  static constexpr std::size_t kMaxPerKind = 8;
+
+  void add(std::unique_ptr<RequestFilter> f) { push(request_, std::move(f)); }
+  void add(std::unique_ptr<CallPolicy> p) { push(call_, std::move(p)); }
+  void add(std::unique_ptr<ResponseFilter> f) { push(response_, std::move(f)); }
+
+  std::span<const std::unique_ptr<RequestFilter>> request_filters() const noexcept {
+    return request_;
+  }
+  std::span<const std::unique_ptr<CallPolicy>> call_policies() const noexcept { return call_; }
+  std::span<const std::unique_ptr<ResponseFilter>> response_filters() const noexcept {
+    return response_;
+  }
+  bool empty() const noexcept { return request_.empty() && call_.empty() && response_.empty(); }
+
+ private:
+  template <class T>
+  static void push(std::vector<std::unique_ptr<T>>& v, std::unique_ptr<T> f) {
+    if (v.size() >= kMaxPerKind) throw std::length_error("too many filters of one kind");
+    v.push_back(std::move(f));
+  }
+  std::vector<std::unique_ptr<RequestFilter>> request_;
+  std::vector<std::unique_ptr<CallPolicy>> call_;
+  std::vector<std::unique_ptr<ResponseFilter>> response_;
+};
+
+class ChainRun {
+ public:
+  ChainRun() = default;
+  ChainRun(const ChainRun&) = delete;
+  ChainRun& operator=(const ChainRun&) = delete;
+  ~ChainRun() { complete({}); }
+
+  // Starts a request's walk. Either chain may be null.
+  void begin(const FilterChain* listener, const FilterChain* route) noexcept;
+
+  // Runs the request filters; the first LocalReply stops the walk and is returned.
+  LocalReply on_request(const RequestInfo& request);
+
+  LocalReply before_attempt(TimePoint now);
+  void after_attempt(const AttemptOutcome& outcome);
+  RetryAdvice retry(const AttemptOutcome& outcome);
+
+  void on_response_head(ResponseHead& head);
+  void on_body(std::string_view piece);
+  void on_end(bool complete);
+
+  // Ends the request for the request filters that let it go on (reverse order). Idempotent.
+  void complete(const Completion& done);
+
+ private:
+  static constexpr std::size_t kChains = 2;
+  static constexpr std::size_t kSlots = kChains * FilterChain::kMaxPerKind;
+
+  // Calls fn(filter, state) for each filter of one kind across both chains, in order.
+  template <class Kind, class Fn>
+  void each(Fn&& fn);
+
+  std::array<const FilterChain*, kChains> chains_{};
+  std::array<FilterState, kSlots> request_state_;
+  std::array<FilterState, kSlots> call_state_;
+  std::array<FilterState, kSlots> response_state_;
+  // How many request filters let the request go on, per chain (for on_complete).
+  std::array<std::size_t, kChains> entered_{};
+  bool open_ = false;
+};
+
+}  // namespace bulwark::gateway::filter

@@ -1,0 +1,146 @@
+#include "filter/chain.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "filter/reasons.h"
+
+namespace bulwark::gateway::filter {
+namespace {
+
+// Records every call into a shared log; refuses when told to.
+struct Log {
+  std::vector<std::string> calls;
+};
+
+class Recording final : public RequestFilter {
+ public:
+  Recording(std::string name, Log& log, int refuse_with = 0)
+      : name_(std::move(name)), log_(log), refuse_with_(refuse_with) {}
+  std::string_view name() const noexcept override { return name_; }
+  LocalReply on_request(const RequestInfo& request, FilterState& state) const override {
+    (void)request;
+    ++state.state<int>();  // starts at 0 for every request
+    log_.calls.push_back(name_ + ".request#" + std::to_string(state.state<int>()));
+    if (refuse_with_ != 0) return refuse(refuse_with_, reason::kConcurrencyLimit);
+    return {};
+  }
+  void on_complete(const Completion& done, FilterState& state) const override {
+    (void)state;
+    log_.calls.push_back(name_ + ".complete:" + std::to_string(done.status));
+  }
+
+ private:
+  std::string name_;
+  Log& log_;
+  int refuse_with_;
+};
+
+class Policy final : public CallPolicy {
+ public:
+  explicit Policy(Log& log) : log_(log) {}
+  std::string_view name() const noexcept override { return "policy"; }
+  LocalReply before_attempt(TimePoint now, FilterState& state) const override {
+    (void)now;
+    ++state.state<int>();
+    log_.calls.push_back("before#" + std::to_string(state.state<int>()));
+    return {};
+  }
+  void after_attempt(const AttemptOutcome& outcome, FilterState& state) const override {
+    (void)state;
+    log_.calls.push_back("after:" + std::to_string(outcome.status));
+  }
+  RetryAdvice retry(const AttemptOutcome& outcome, FilterState& state) const override {
+    (void)state;
+    return {outcome.status == 503, std::chrono::milliseconds(5)};
+  }
+
+ private:
+  Log& log_;
+};
+
+TEST(FilterChain, RequestFiltersRunListenerFirstAndCompleteInReverse) {
+  Log log;
+  FilterChain listener;
+  listener.add(std::make_unique<Recording>("l1", log));
+  FilterChain route;
+  route.add(std::make_unique<Recording>("r1", log));
+  route.add(std::make_unique<Recording>("r2", log));
+  ChainRun run;
+  run.begin(&listener, &route);
+  EXPECT_FALSE(run.on_request({}));
+  run.complete({200, {}, {}});
+  run.complete({500, {}, {}});  // idempotent
+  EXPECT_EQ(log.calls, (std::vector<std::string>{"l1.request#1", "r1.request#1", "r2.request#1",
+                                                 "r2.complete:200", "r1.complete:200",
+                                                 "l1.complete:200"}));
+}
+
+TEST(FilterChain, ARefusalStopsTheWalkAndOnlyEnteredFiltersComplete) {
+  Log log;
+  FilterChain listener;
+  listener.add(std::make_unique<Recording>("l1", log));
+  listener.add(std::make_unique<Recording>("l2", log, 503));
+  FilterChain route;
+  route.add(std::make_unique<Recording>("r1", log));
+  ChainRun run;
+  run.begin(&listener, &route);
+  const LocalReply reply = run.on_request({});
+  EXPECT_EQ(reply.status, 503);
+  EXPECT_EQ(reply.reason, reason::kConcurrencyLimit);
+  run.complete({503, reply.reason, {}});
+  EXPECT_EQ(log.calls,
+            (std::vector<std::string>{"l1.request#1", "l2.request#1", "l1.complete:503"}));
+}
+
+TEST(FilterChain, StateIsFreshForEveryRequestAndAbandonedRequestsComplete) {
+  Log log;
+  FilterChain listener;
+  listener.add(std::make_unique<Recording>("l1", log));
+  {
+    ChainRun run;
+    run.begin(&listener, nullptr);
+    EXPECT_FALSE(run.on_request({}));
+    run.complete({200, {}, {}});
+    run.begin(&listener, nullptr);
+    EXPECT_FALSE(run.on_request({}));
+    // Not completed: the run is destroyed with the connection.
+  }
+  EXPECT_EQ(log.calls, (std::vector<std::string>{"l1.request#1", "l1.complete:200",
+                                                 "l1.request#1", "l1.complete:0"}));
+}
+
+TEST(FilterChain, CallPoliciesWrapEveryAttemptAndAdviseRetries) {
+  Log log;
+  FilterChain route;
+  route.add(std::make_unique<Policy>(log));
+  ChainRun run;
+  run.begin(nullptr, &route);
+  EXPECT_FALSE(run.before_attempt({}));
+  AttemptOutcome failed;
+  failed.status = 503;
+  run.after_attempt(failed);
+  const RetryAdvice advice = run.retry(failed);
+  EXPECT_TRUE(advice.again);
+  EXPECT_EQ(advice.delay, std::chrono::milliseconds(5));
+  EXPECT_FALSE(run.before_attempt({}));
+  AttemptOutcome ok;
+  ok.status = 200;
+  run.after_attempt(ok);
+  EXPECT_FALSE(run.retry(ok).again);
+  EXPECT_EQ(log.calls, (std::vector<std::string>{"before#1", "after:503", "before#2", "after:200"}));
+}
+
+TEST(FilterChain, RefusesMoreFiltersThanTheInlineStateHolds) {
+  Log log;
+  FilterChain chain;
+  for (std::size_t i = 0; i < FilterChain::kMaxPerKind; ++i) {
+    chain.add(std::make_unique<Recording>("f", log));
+  }
+  EXPECT_THROW(chain.add(std::make_unique<Recording>("f", log)), std::length_error);
+}
+
+}  // namespace
+}  // namespace bulwark::gateway::filter

@@ -1,0 +1,156 @@
+// The filter seam: the three kinds of filter a request passes around its upstream call, in this
+// fixed order (docs/architecture.md draws it):
+//
+//   1. RequestFilter — sees the routed, validated request and may answer it early with a
+//      LocalReply (limits, authentication, blocked patterns, fault injection, a cache hit).
+//      Listener filters run first, then the route's.
+//   2. CallPolicy — wraps the upstream call: asked before every attempt (a breaker that is open,
+//      a cluster concurrency limit), told the outcome of every attempt, and asked whether to try
+//      again (retry with a budget, hedging, fallback).
+//   3. ResponseFilter — sees the answer's head before it goes to the client and may edit its
+//      header lines; sees each body piece and the end (cache store, header edits, guards).
+//
+// Filters are built once per config snapshot (route/runtime.h) and are shared by every request
+// and worker of that snapshot: their methods are const and thread-safe, and whatever a filter
+// must remember about one request lives in that request's FilterState slot — a few bytes held
+// inline with the request, so walking a chain allocates nothing. Time comes in as `now`; a
+// filter never reads a clock.
+//
+// Every filter exports a fixed set of metrics whose handles it resolves when it is built (never
+// by name per request); its header lists them.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <span>
+#include <string_view>
+#include <type_traits>
+
+#include "bulwark/core/clock.h"
+#include "filter/local_reply.h"
+#include "http/hygiene.h"
+
+namespace bulwark::gateway::filter {
+
+// Per-request scratch space of one filter, inline with the request. A filter keeps a small
+// trivially destructible struct in it (state<T>()); it starts zeroed for every request.
+class FilterState {
+ public:
+  static constexpr std::size_t kBytes = 48;
+
+  template <class T>
+  T& state() noexcept {
+    static_assert(sizeof(T) <= kBytes && alignof(T) <= alignof(std::max_align_t));
+    static_assert(std::is_trivially_destructible_v<T> && std::is_trivially_copyable_v<T>);
+    return *std::launder(reinterpret_cast<T*>(bytes_.data()));
+  }
+  void reset() noexcept { bytes_.fill(std::byte{0}); }
+
+ private:
+  alignas(std::max_align_t) std::array<std::byte, kBytes> bytes_{};
+};
+
+// What request filters see of a request that passed hygiene and routing. Views into the
+// connection's buffers: valid for the call only.
+struct RequestInfo {
+  std::string_view method;
+  std::string_view path;  // normalised, percent-encoded
+  std::string_view query;
+  std::string_view host;       // Host (or the absolute-form authority)
+  std::string_view client_ip;  // the peer's address
+  std::span<const http::HeaderField> headers;
+  bool has_body = false;
+  TimePoint now;
+};
+
+// How a request ended, for on_complete.
+struct Completion {
+  int status = 0;  // 0: no answer was sent (the client left)
+  std::string_view reason;
+  TimePoint now;
+};
+
+class RequestFilter {
+ public:
+  virtual ~RequestFilter() = default;
+  virtual std::string_view name() const noexcept = 0;
+  // Lets the request go on (an empty LocalReply) or answers it.
+  virtual LocalReply on_request(const RequestInfo& request, FilterState& state) const = 0;
+  // Called exactly once for every filter whose on_request let the request go on, in reverse
+  // order, when the request is over — answered, failed, or abandoned by the client.
+  virtual void on_complete(const Completion& done, FilterState& state) const {
+    (void)done;
+    (void)state;
+  }
+};
+
+// The outcome of one upstream attempt, as call policies see it.
+struct AttemptOutcome {
+  enum class Kind : uint8_t {
+    response,         // a response head arrived (see status)
+    connect_failure,  // refused, unreachable, or connect_timeout
+    reset,            // the connection broke before a complete response head
+    timeout,          // first-byte or request deadline
+    bad_response,     // the upstream answered something that is not HTTP
+  };
+  Kind kind = Kind::response;
+  int status = 0;  // the response's status for Kind::response
+  std::chrono::nanoseconds elapsed{0};
+  bool request_sent = false;  // any request byte may have reached the upstream
+  TimePoint now;
+};
+
+struct RetryAdvice {
+  bool again = false;
+  std::chrono::nanoseconds delay{0};
+};
+
+class CallPolicy {
+ public:
+  virtual ~CallPolicy() = default;
+  virtual std::string_view name() const noexcept = 0;
+  // Before every attempt: an empty LocalReply lets it start; otherwise the call ends with it
+  // (e.g. 503 circuit_open with Retry-After).
+  virtual LocalReply before_attempt(TimePoint now, FilterState& state) const = 0;
+  // After every attempt that before_attempt let start.
+  virtual void after_attempt(const AttemptOutcome& outcome, FilterState& state) const = 0;
+  // Whether another attempt should follow this outcome, and after which delay. The call stops
+  // when no policy asks for another.
+  virtual RetryAdvice retry(const AttemptOutcome& outcome, FilterState& state) const {
+    (void)outcome;
+    (void)state;
+    return {};
+  }
+};
+
+// The head of an upstream answer on its way to the client. Filters may add header lines (to
+// storage that outlives the write: the filter's state or the snapshot).
+struct ResponseHead {
+  int status = 0;
+  std::span<const http::HeaderField> headers;
+  std::array<HeaderLine, LocalReply::kMaxExtraHeaders> added{};
+  std::size_t added_count = 0;
+  void add_header(std::string_view name, std::string_view value) noexcept {
+    if (added_count < added.size()) added[added_count++] = {name, value};
+  }
+};
+
+class ResponseFilter {
+ public:
+  virtual ~ResponseFilter() = default;
+  virtual std::string_view name() const noexcept = 0;
+  virtual void on_response_head(ResponseHead& head, FilterState& state) const = 0;
+  virtual void on_body(std::string_view piece, FilterState& state) const {
+    (void)piece;
+    (void)state;
+  }
+  // `complete`: the whole body reached the client.
+  virtual void on_end(bool complete, FilterState& state) const {
+    (void)complete;
+    (void)state;
+  }
+};
+
+}  // namespace bulwark::gateway::filter

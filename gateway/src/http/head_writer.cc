@@ -1,0 +1,380 @@
+#include "http/head_writer.h"
+
+#include <charconv>
+
+namespace bulwark::gateway::http {
+
+namespace {
+
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+void append_line(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name).append(": ").append(value).append("\r\n");
+}
+
+void append_number(std::string& out, uint64_t n) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+  out.append(digits, static_cast<std::size_t>(end - digits));
+}
+
+void append_status_line(std::string& out, int version, int status, std::string_view reason) {
+  out.append(version >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ");
+  append_number(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(reason.empty() ? reason_phrase(status) : reason).append("\r\n");
+}
+
+constexpr std::string_view kFixedHopByHop[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+    "proxy-authenticate", "proxy-authorization"};
+
+// Trims optional white space around a list element.
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Transfer-Encoding without its final "chunked" (empty when that was the only coding).
+std::string_view without_chunked(std::string_view te) noexcept {
+  te = trim(te);
+  const auto comma = te.rfind(',');
+  const std::string_view last = trim(comma == std::string_view::npos ? te : te.substr(comma + 1));
+  if (!iequals(last, "chunked")) return te;
+  return comma == std::string_view::npos ? std::string_view{} : trim(te.substr(0, comma));
+}
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+void connection_tokens(std::span<const HeaderField> fields, std::vector<std::string_view>& tokens) {
+  tokens.clear();
+  for (const auto& f : fields) {
+    if (!iequals(f.name, "connection")) continue;
+    std::string_view rest = f.value;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      const std::string_view token = trim(rest.substr(0, comma));
+      if (!token.empty()) tokens.push_back(token);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+}
+
+bool is_hop_by_hop(std::string_view name, std::span<const std::string_view> tokens) noexcept {
+  for (const auto fixed : kFixedHopByHop) {
+    if (iequals(name, fixed)) return true;
+  }
+  if (tokens.empty()) return false;
+  // Framing and Host are never hop-by-hop, whatever Connection says.
+  if (iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
+      iequals(name, "host")) {
+    return false;
+  }
+  for (const auto token : tokens) {
+    if (iequals(name, token)) return true;
+  }
+  return false;
+}
+
+std::string_view field_value(std::span<const HeaderField> fields, std::string_view name) noexcept {
+  for (const auto& f : fields) {
+    if (iequals(f.name, name)) return f.value;
+  }
+  return {};
+}
+
+void write_local_reply(std::string& out, const filter::LocalReply& reply,
+                       std::string_view request_id, bool keep_alive, bool head_only) {
+  const std::string_view phrase = reason_phrase(reply.status);
+  // {"error":"<phrase>","reason":"<reason>","request_id":"<id>"}: reasons are snake_case
+  // constants and ids are [A-Za-z0-9._:-], so nothing needs escaping.
+  const std::size_t body_bytes = 40 + phrase.size() + reply.reason.size() + request_id.size();
+  append_status_line(out, 11, reply.status, phrase);
+  append_line(out, "Server", "bulwark");
+  append_line(out, "Content-Type", "application/json");
+  append_line(out, "x-bulwark-reason", reply.reason);
+  append_line(out, "x-request-id", request_id);
+  if (reply.retry_after_seconds != 0 || reply.status == 503) {
+    out.append("Retry-After: ");
+    append_number(out, reply.retry_after_seconds != 0 ? reply.retry_after_seconds : 1);
+    out.append("\r\n");
+  }
+  for (std::size_t i = 0; i < reply.extra_count; ++i) {
+    append_line(out, reply.extra[i].name, reply.extra[i].value);
+  }
+  if (!keep_alive) append_line(out, "Connection", "close");
+  out.append("Content-Length: ");
+  append_number(out, body_bytes);
+  out.append("\r\n\r\n");
+  if (head_only) return;
+  out.append("{\"error\":\"").append(phrase).append("\",\"reason\":\"").append(reply.reason);
+  out.append("\",\"request_id\":\"").append(request_id).append("\"}");
+}
+
+void append_request_head(std::string& out, const UpstreamRequestHead& head,
+                         std::vector<std::string_view>& scratch_tokens) {
+  out.append(head.method).push_back(' ');
+  out.append(head.path);
+  if (head.has_query) out.append("?").append(head.query);
+  out.append(" HTTP/1.1\r\n");
+  connection_tokens(head.fields, scratch_tokens);
+  bool has_host = false;
+  std::size_t xff_lines = 0;
+  for (const auto& f : head.fields) {
+    if (is_hop_by_hop(f.name, scratch_tokens) || iequals(f.name, "expect") ||
+        iequals(f.name, "x-forwarded-proto") || iequals(f.name, "x-request-id")) {
+      continue;
+    }
+    if (iequals(f.name, "x-forwarded-for")) {
+      ++xff_lines;
+      continue;
+    }
+    if (iequals(f.name, "host")) {
+      if (!head.authority.empty() || f.value.empty()) continue;
+      has_host = true;
+    }
+    append_line(out, f.name, f.value);
+  }
+  // Every X-Forwarded-For line the client sent, in order, then the client itself.
+  out.append("x-forwarded-for: ");
+  if (xff_lines != 0) {
+    for (const auto& f : head.fields) {
+      if (!iequals(f.name, "x-forwarded-for") || f.value.empty()) continue;
+      out.append(f.value).append(", ");
+    }
+  }
+  out.append(head.client_ip).append("\r\n");
+  append_line(out, "x-forwarded-proto", "http");
+  append_line(out, "x-request-id", head.request_id);
+  if (!head.authority.empty()) {
+    append_line(out, "Host", head.authority);
+  } else if (!has_host) {
+    // HTTP/1.0 may omit Host; the request goes upstream as HTTP/1.1, which requires it.
+    append_line(out, "Host", head.default_host);
+  }
+  out.append("\r\n");
+}
+
+ResponseFraming decide_response_framing(const ResponseFacts& facts) noexcept {
+  ResponseFraming f;
+  f.no_body = facts.head_request || facts.status == 204 || facts.status == 304 ||
+              facts.status < 200;
+  f.close_after = !facts.client_keep_alive;
+  const bool http10 = facts.client_version < 11;
+  if (f.no_body) {
+    // HTTP/1.0 has no Transfer-Encoding; an answer without a body just loses the field.
+    f.drop_te = http10;
+  } else if (!facts.has_content_length && !facts.upstream_chunked) {
+    // Delimited by the upstream closing: re-framed as chunked for HTTP/1.1 clients, delimited
+    // by closing again for HTTP/1.0 ones.
+    f.reusable = false;
+    if (http10) {
+      f.close_after = true;
+    } else {
+      f.chunk_out = true;
+    }
+  } else if (facts.upstream_chunked) {
+    if (http10) {
+      f.unchunk = true;
+      f.close_after = true;
+    } else {
+      f.chunk_out = true;
+    }
+  }
+  return f;
+}
+
+void append_response_head(std::string& out, const ClientResponseHead& head,
+                          std::vector<std::string_view>& scratch_tokens) {
+  append_status_line(out, head.version, head.status, head.reason);
+  connection_tokens(head.fields, scratch_tokens);
+  bool has_request_id = false;
+  bool te_written = false;
+  for (const auto& f : head.fields) {
+    if (is_hop_by_hop(f.name, scratch_tokens)) continue;
+    if (iequals(f.name, "transfer-encoding")) {
+      if (head.framing.drop_te) continue;
+      if (head.framing.unchunk) {
+        const std::string_view rest = without_chunked(f.value);
+        if (!rest.empty()) append_line(out, f.name, rest);
+        continue;
+      }
+      if (head.framing.chunk_out && !te_written) {
+        // A close-delimited body with a coding other than chunked gets chunked appended.
+        const std::string_view rest = without_chunked(f.value);
+        out.append(f.name).append(": ");
+        if (!rest.empty()) out.append(rest).append(", ");
+        out.append("chunked\r\n");
+        te_written = true;
+        continue;
+      }
+      if (te_written) continue;
+    }
+    if (iequals(f.name, "x-request-id")) {
+      if (f.value.empty()) continue;  // replaced by the gateway's id below
+      has_request_id = true;
+    }
+    append_line(out, f.name, f.value);
+  }
+  if (head.framing.chunk_out && !te_written) append_line(out, "Transfer-Encoding", "chunked");
+  if (!has_request_id) append_line(out, "x-request-id", head.request_id);
+  for (const auto& line : head.added) append_line(out, line.name, line.value);
+  if (head.version >= 11) {
+    if (head.framing.close_after) append_line(out, "Connection", "close");
+  } else if (!head.framing.close_after) {
+    append_line(out, "Connection", "keep-alive");
+  }
+  out.append("\r\n");
+}
+
+void append_chunk_header(std::string& out, std::size_t size) {
+  char digits[20];
+  const auto end = std::to_chars(digits, digits + sizeof digits, size, 16).ptr;
+  out.append(digits, static_cast<std::size_t>(end - digits)).append("\r\n");
+}
+
+void append_chunk(std::string& out, std::string_view piece) {
+  append_chunk_header(out, piece.size());
+  out.append(piece).append("\r\n");
+}
+
+std::string_view reason_phrase(int status) noexcept {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 102:
+      return "Processing";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 203:
+      return "Non-Authoritative Information";
+    case 204:
+      return "No Content";
+    case 205:
+      return "Reset Content";
+    case 206:
+      return "Partial Content";
+    case 207:
+      return "Multi-Status";
+    case 208:
+      return "Already Reported";
+    case 226:
+      return "IM Used";
+    case 300:
+      return "Multiple Choices";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 305:
+      return "Use Proxy";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 402:
+      return "Payment Required";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 407:
+      return "Proxy Authentication Required";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 411:
+      return "Length Required";
+    case 412:
+      return "Precondition Failed";
+    case 413:
+      return "Payload Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 416:
+      return "Range Not Satisfiable";
+    case 417:
+      return "Expectation Failed";
+    case 421:
+      return "Misdirected Request";
+    case 422:
+      return "Unprocessable Entity";
+    case 423:
+      return "Locked";
+    case 424:
+      return "Failed Dependency";
+    case 426:
+      return "Upgrade Required";
+    case 428:
+      return "Precondition Required";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 444:
+      return "Connection Closed Without Response";
+    case 451:
+      return "Unavailable For Legal Reasons";
+    case 499:
+      return "Client Closed Request";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    case 506:
+      return "Variant Also Negotiates";
+    case 507:
+      return "Insufficient Storage";
+    case 508:
+      return "Loop Detected";
+    case 510:
+      return "Not Extended";
+    case 511:
+      return "Network Authentication Required";
+    default:
+      return "<unknown-status>";
+  }
+}
+
+}  // namespace bulwark::gateway::http

@@ -1,0 +1,396 @@
+#include "listener/connection.h"
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include "filter/reasons.h"
+#include "http/head_writer.h"
+#include "observe/request_id.h"
+
+namespace bulwark::gateway::listener {
+
+namespace net = boost::asio;
+namespace beast_http = boost::beast::http;
+using boost::system::error_code;
+
+namespace {
+
+// Room for the method, the version and the line ends around a request target of
+// max_uri_bytes, so that an overlong request line is told apart from overlong headers.
+constexpr std::size_t kRequestLineSlack = 64;
+constexpr std::size_t kMinReadRoom = 4096;
+constexpr std::size_t kMinBufferBytes = 32 * 1024UL;
+
+std::size_t max_line(const config::Listener& l) noexcept {
+  return l.limits.max_uri_bytes + kRequestLineSlack;
+}
+std::size_t max_block(const config::Listener& l) noexcept {
+  return max_line(l) + l.limits.max_header_bytes + 4;
+}
+
+// Where the head ends (after its empty line), or npos. Bare-LF line ends are found too: the
+// parser refuses them with a precise reason.
+std::size_t find_head_end(std::string_view data) noexcept {
+  if (const auto crlf = data.find("\r\n\r\n"); crlf != std::string_view::npos) return crlf + 4;
+  if (const auto lf = data.find("\n\n"); lf != std::string_view::npos) return lf + 2;
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+Connection::Connection(WorkerState& worker, http::Socket socket, std::size_t listener)
+    : worker_(worker),
+      socket_(std::move(socket)),
+      listener_(listener),
+      accepted_(worker.clock.now()),
+      timer_(worker.ioc.get_executor()),
+      exchange_(upstream::WorkerLeg{worker.ioc.get_executor(), worker.clock, worker.upstreams,
+                                    worker.buffers, timer_, worker.draining}) {
+  error_code ec;
+  const auto remote = socket_.remote_endpoint(ec);
+  if (!ec) client_ = remote.address().to_string() + ":" + std::to_string(remote.port());
+  client_ip_ = std::string_view(client_).substr(0, client_.rfind(':'));
+  socket_.set_option(net::ip::tcp::no_delay(true), ec);
+  registration_ = worker_.connections.insert(worker_.connections.end(), this);
+  worker_.open.fetch_add(1, std::memory_order_relaxed);
+  connections_at_accept_ =
+      worker_.shared.listeners[listener_]->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+  auto* metrics = worker_.snapshot->listeners[listener_].metrics;
+  if (metrics->connections_total) metrics->connections_total->inc();
+  if (metrics->connections_active) metrics->connections_active->inc();
+  out_.reserve(4096);
+  request_id_.reserve(observe::kMaxRequestIdBytes);
+}
+
+Connection::~Connection() {
+  chain_.complete({0, reason::kClientClosed, now()});
+  in_.release(worker_.buffers);
+  worker_.connections.erase(registration_);
+  worker_.shared.listeners[listener_]->connections.fetch_sub(1, std::memory_order_relaxed);
+  worker_.open.fetch_sub(1, std::memory_order_relaxed);
+  auto* metrics = worker_.snapshot->listeners[listener_].metrics;
+  if (metrics->connections_active) metrics->connections_active->dec();
+}
+
+void Connection::cancel_if_idle() noexcept {
+  if (!idle_) return;
+  error_code ignored;
+  socket_.cancel(ignored);
+}
+
+http::Task<void> Connection::serve() {
+  begin_request();
+  if (connections_at_accept_ > listener_runtime_->config->limits.max_connections) {
+    // Refused before a byte is read: logged without method and path.
+    co_await answer(filter::refuse(503, reason::kConnectionLimit, true));
+    co_return;
+  }
+  for (;;) {
+    if (!co_await wait_for_request()) co_return;
+    begin_request();
+    const HeadResult head = co_await read_head();
+    if (head != HeadResult::ready) co_return;
+    if (const filter::LocalReply reply = admit()) {
+      if (!co_await answer(reply)) co_return;
+      continue;
+    }
+    if (!co_await proxy()) co_return;
+  }
+}
+
+void Connection::begin_request() {
+  // Each request runs on the snapshot current when it starts.
+  snapshot_ = worker_.snapshot;
+  listener_runtime_ = &snapshot_->listeners[listener_];
+  route_ = nullptr;
+  start_ = now();
+  request_id_.clear();
+  log_method_.clear();
+  log_path_.clear();
+  keep_alive_ = true;
+  head_request_ = false;
+  has_body_ = false;
+  exchange_result_ = {};
+  const auto& limits = listener_runtime_->config->limits;
+  in_capacity_ = std::max(kMinBufferBytes, max_block(*listener_runtime_->config) + kMinReadRoom);
+  if (fields_.capacity() < limits.max_headers + 1) fields_.reserve(limits.max_headers + 1);
+}
+
+http::Task<bool> Connection::wait_for_request() {
+  if (!in_.empty()) co_return true;  // pipelined: the next head is already here
+  if (worker_.draining) co_return false;
+  const config::Listener& config = *listener_runtime_->config;
+  // A brand-new connection that sends nothing is a slowloris too: it gets header_read.
+  timer_.guard(socket_, first_request_ ? accepted_ + config.timeouts.header_read
+                                       : now() + config.timeouts.idle);
+  // An idle connection holds no read buffer: its storage goes back to the worker while it
+  // waits, and is taken again when bytes arrive.
+  in_.release(worker_.buffers);
+  idle_ = true;
+  auto [wec] = co_await socket_.async_wait(net::socket_base::wait_read, http::kTuple);
+  idle_ = false;
+  // Silence until the deadline, or the client leaving: close without an answer (nothing was
+  // asked).
+  if (wec) co_return false;
+  auto room = in_.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
+  auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
+  if (ec) co_return false;
+  in_.commit(n);
+  co_return true;
+}
+
+http::Task<Connection::HeadResult> Connection::read_head() {
+  const config::Listener& config = *listener_runtime_->config;
+  // The header deadline runs from the first byte of this request (from the accept for a new
+  // connection).
+  const TimePoint deadline = (first_request_ ? accepted_ : now()) + config.timeouts.header_read;
+  first_request_ = false;
+  timer_.guard(socket_, deadline);
+  for (;;) {
+    // Empty lines before a request line are ignored (RFC 9112 §2.2).
+    while (in_.data().starts_with("\r\n") || in_.data().starts_with("\n")) {
+      in_.consume(in_.data().starts_with("\r\n") ? 2 : 1);
+    }
+    const std::size_t head_end = find_head_end(in_.data());
+    if (head_end != std::string_view::npos) {
+      filter::LocalReply reply = check_buffered_head(head_end);
+      if (!reply) reply = parse_head(head_end);
+      if (!reply) co_return HeadResult::ready;
+      co_await answer(reply);
+      co_return HeadResult::refused;
+    }
+    const std::string_view data = in_.data();
+    const auto line_end = data.find('\n');
+    if ((line_end == std::string_view::npos && data.size() > max_line(config)) ||
+        (line_end != std::string_view::npos && line_end > max_line(config))) {
+      co_await answer(filter::refuse(414, reason::kUriTooLong, true));
+      co_return HeadResult::refused;
+    }
+    if (data.size() > max_block(config)) {
+      co_await answer(filter::refuse(431, reason::kHeadersTooLarge, true));
+      co_return HeadResult::refused;
+    }
+    auto room = in_.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
+    auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
+    if (timer_.fired()) {
+      co_await answer(filter::refuse(408, reason::kHeaderTimeout, true));
+      co_return HeadResult::refused;
+    }
+    if (ec) co_return HeadResult::gone;  // the client went away mid-header
+    in_.commit(n);
+  }
+}
+
+filter::LocalReply Connection::check_buffered_head(std::size_t head_end) {
+  // The raw bytes are checked for what a parser may accept silently (obs-fold, bare CR, NUL).
+  const std::string_view block = in_.data().substr(0, head_end);
+  const auto first_line = block.find('\n');
+  if (const auto v = http::check_raw_header_block(block.substr(first_line + 1))) {
+    return filter::refuse(v.status, v.reason, true);
+  }
+  if (first_line > max_line(*listener_runtime_->config)) {
+    return filter::refuse(414, reason::kUriTooLong, true);
+  }
+  return {};
+}
+
+filter::LocalReply Connection::parse_head(std::size_t head_end) {
+  const config::Listener& config = *listener_runtime_->config;
+  parser_.emplace(fields_, config.limits.max_headers);
+  parser_->header_limit(static_cast<std::uint32_t>(max_block(config) + 1));
+  parser_->body_limit(config.limits.max_body_bytes);
+  error_code ec;
+  const std::size_t used = parser_->put(net::buffer(in_.data().data(), in_.size()), ec);
+  if (ec == beast_http::error::need_more && parser_->is_header_done()) ec = {};
+  if (ec == beast_http::error::body_limit) return filter::refuse(413, reason::kBodyTooLarge, true);
+  if (ec == beast_http::error::header_limit) {
+    return filter::refuse(431, reason::kHeadersTooLarge, true);
+  }
+  if (ec || !parser_->is_header_done()) {
+    // The whole head was buffered, so this is a parse error; name the rule it breaks when one
+    // of ours does (the parser stops at the first problem without saying which).
+    const http::HeaderLimits limits{config.limits.max_headers, config.limits.max_header_bytes};
+    const auto v = http::check_request_head(in_.data().substr(0, head_end), limits,
+                                            config.limits.max_uri_bytes);
+    return filter::refuse(v ? v.status : 400, v ? v.reason : reason::kMalformed, true);
+  }
+  // The head's bytes stay where they are (the views point at them) until the next read.
+  in_.consume(used);
+  return {};
+}
+
+filter::LocalReply Connection::admit() {
+  const config::Listener& config = *listener_runtime_->config;
+  http::RequestParser& parser = *parser_;
+  log_method_.assign(parser.method());
+  head_request_ = parser.verb() == beast_http::verb::head;
+  keep_alive_ = parser.keep_alive();
+  const auto target = http::check_target_into(parser.target(), parser.method(),
+                                              config.limits.max_uri_bytes, target_);
+  // A refused target is logged as received (bounded; the log escapes it).
+  log_path_.assign(target ? parser.target().substr(0, 256) : std::string_view(target_.path));
+  const std::string_view id = http::field_value(fields_, "x-request-id");
+  if (observe::is_valid_request_id(id)) request_id_.assign(id);
+  if (target) return filter::refuse(target.status, target.reason, true);
+  http::Framing framing;
+  const http::HeaderLimits limits{config.limits.max_headers, config.limits.max_header_bytes};
+  if (const auto v = http::check_headers(fields_, parser.version() % 10, limits, &framing)) {
+    return filter::refuse(v.status, v.reason, true);
+  }
+  has_body_ = framing.chunked || framing.content_length.value_or(0) > 0;
+  ensure_request_id();
+  if (framing.content_length && *framing.content_length > config.limits.max_body_bytes) {
+    return filter::refuse(413, reason::kBodyTooLarge, true);
+  }
+  return route_request(framing);
+}
+
+filter::LocalReply Connection::route_request(const http::Framing& framing) {
+  const std::string_view host =
+      target_.authority.empty() ? http::field_value(fields_, "host") : target_.authority;
+  const auto match = snapshot_->router.match(host, target_.asterisk ? "*" : target_.path,
+                                             parser_->method());
+  if (match.route < 0) {
+    if (!match.method_mismatch) return filter::refuse(404, reason::kNoRoute, has_body_);
+    filter::LocalReply reply = filter::refuse(405, reason::kMethodNotAllowed, has_body_);
+    allow_.clear();
+    for (const auto& method : match.allowed) allow_.append(allow_.empty() ? "" : ", ").append(method);
+    reply.add_header("Allow", allow_);
+    return reply;
+  }
+  route_ = &snapshot_->routes[static_cast<std::size_t>(match.route)];
+  chain_.begin(listener_runtime_->filters.get(), route_->filters.get());
+  filter::RequestInfo info;
+  info.method = parser_->method();
+  info.path = target_.path;
+  info.query = target_.query;
+  info.host = host;
+  info.client_ip = client_ip_;
+  info.headers = fields_;
+  info.has_body = has_body_;
+  info.now = now();
+  if (filter::LocalReply reply = chain_.on_request(info)) return reply;
+  if (route_->cluster == nullptr || route_->cluster->endpoints.empty()) {
+    return filter::refuse(503, reason::kNoEndpoint, has_body_);
+  }
+
+  upstream::ExchangeRequest& x = exchange_request_;
+  x.snapshot = snapshot_.get();
+  x.route = route_;
+  x.listener = listener_runtime_->config;
+  x.chain = &chain_;
+  x.start = start_;
+  x.head = {};
+  x.head.method = parser_->method();
+  x.head.path = target_.path;
+  x.head.query = target_.query;
+  x.head.has_query = target_.has_query;
+  x.head.fields = fields_;
+  x.head.authority = target_.authority;
+  x.head.client_ip = client_ip_;
+  x.head.request_id = request_id_;
+  x.has_body = has_body_;
+  x.chunked_body = framing.chunked;
+  // HTTP/1.0 clients know no interim answers (RFC 9110 §10.1.1): their Expect is ignored.
+  x.expect_continue = http::iequals(http::field_value(fields_, "expect"), "100-continue") &&
+                      has_body_ && parser_->version() >= 11;
+  x.head_request = head_request_;
+  x.client_keep_alive = keep_alive_;
+  x.client_version = parser_->version();
+  return {};
+}
+
+http::Task<bool> Connection::proxy() {
+  upstream::ClientLeg client{socket_, in_, in_capacity_, *parser_, out_};
+  upstream::ExchangeResult& result = exchange_result_;
+  co_await exchange_.run(client, exchange_request_, result);
+  if (result.reply) {
+    // Nothing of an answer reached the client: it is told why.
+    filter::LocalReply reply = result.reply;
+    reply.close = reply.close || result.close_client || !parser_->is_done();
+    co_return co_await answer(reply);
+  }
+  if (result.client_gone) {
+    record(result.status, result.reason.empty() ? reason::kClientClosed : result.reason);
+    shutdown(net::socket_base::shutdown_both);
+    co_return false;
+  }
+  record(result.status, result.reason);
+  if (!result.reason.empty() || result.close_client) {
+    shutdown(net::socket_base::shutdown_both);
+    co_return false;
+  }
+  co_return true;
+}
+
+http::Task<bool> Connection::answer(const filter::LocalReply& reply) {
+  ensure_request_id();
+  const bool keep_alive = keep_alive_ && !reply.close && !worker_.draining;
+  out_.clear();
+  http::write_local_reply(out_, reply, request_id_, keep_alive, head_request_);
+  listener_runtime_->metrics->response(reply.status, reply.reason).inc();
+  timer_.guard(socket_, now() + listener_runtime_->config->timeouts.idle);
+  auto [ec, n] = co_await net::async_write(socket_, net::buffer(out_), http::kTuple);
+  record(reply.status, reply.reason);
+  if (ec || !keep_alive) {
+    shutdown(net::socket_base::shutdown_send);
+    co_return false;
+  }
+  co_return true;
+}
+
+void Connection::ensure_request_id() {
+  if (request_id_.empty()) observe::format_request_id(worker_.random, request_id_);
+}
+
+void Connection::record(int status, std::string_view reason) {
+  const TimePoint end = now();
+  chain_.complete({status, reason, end});
+  const auto elapsed = end - start_;
+  const std::size_t cls = observe::status_class_index(status);
+  const upstream::ExchangeResult& x = exchange_result_;
+  if (route_ != nullptr && status != 0) {
+    auto* rm = route_->metrics;
+    if (rm->requests[cls]) rm->requests[cls]->inc();
+    if (rm->duration) rm->duration->observe(elapsed);
+    if (rm->request_bytes) rm->request_bytes->inc(static_cast<double>(x.bytes_in));
+    if (rm->response_bytes) rm->response_bytes->inc(static_cast<double>(x.bytes_out));
+    if (route_->cluster != nullptr && x.endpoint != nullptr) {
+      auto* cm = route_->cluster->metrics;
+      if (cm->requests[cls]) cm->requests[cls]->inc();
+      if (cm->duration) cm->duration->observe(elapsed);
+      auto* em = x.endpoint->metrics;
+      if (em->requests[cls]) em->requests[cls]->inc();
+      if (em->duration) em->duration->observe(elapsed);
+    }
+  }
+  auto* log = worker_.shared.access_log.get();
+  if (log == nullptr || !log->enabled()) return;
+  observe::AccessRecord r;
+  // The wall-clock start, from the steady clock's elapsed time (the log's only wall reading).
+  r.start = std::chrono::system_clock::now() -
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(elapsed);
+  r.request_id = request_id_;
+  r.client = client_;
+  r.method = log_method_;
+  r.path = log_path_;
+  r.status = status;
+  if (route_ != nullptr) {
+    r.route = route_->config->name;
+    if (route_->cluster != nullptr) r.cluster = route_->cluster->config->name;
+  }
+  if (x.endpoint != nullptr) r.endpoint = x.endpoint->address;
+  r.attempts = x.attempts;
+  r.duration = std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed);
+  r.bytes_in = x.bytes_in;
+  r.bytes_out = x.bytes_out;
+  r.reason = reason;
+  log->log(r);
+}
+
+void Connection::shutdown(net::socket_base::shutdown_type how) noexcept {
+  error_code ignored;
+  socket_.shutdown(how, ignored);
+}
+
+}  // namespace bulwark::gateway::listener

@@ -1,0 +1,98 @@
+// Connection: one client connection and its keep-alive loop — where a request starts and ends.
+//
+//   serve()            max_connections, then request after request until either side closes
+//   wait_for_request   the idle wait (a brand-new connection waits at most header_read, a
+//                      kept-alive one `idle`); the connection holds no read buffer meanwhile
+//   read_head          the head under the header deadline (408) and the size limits (414,
+//                      431), parsed in place (http/message_parser.h)
+//   admit              hygiene (http/hygiene.h), routing (route/router.h), request filters
+//                      (filter/chain.h): pure decisions; a refusal is a LocalReply
+//   upstream::Exchange the call and the relay of the answer
+//   answer             every answer the gateway makes itself: http/head_writer.h
+//                      write_local_reply, counted per reason, access-logged
+//
+// Buffers live with the connection and keep their capacity from request to request; the
+// per-request state is reset, not reallocated.
+#pragma once
+
+#include <list>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "filter/chain.h"
+#include "http/connection_io.h"
+#include "http/hygiene.h"
+#include "http/message_parser.h"
+#include "listener/worker_state.h"
+#include "upstream/exchange.h"
+
+namespace bulwark::gateway::listener {
+
+class Connection {
+ public:
+  Connection(WorkerState& worker, http::Socket socket, std::size_t listener);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  http::Task<void> serve();
+  // Drain: a connection waiting for its next request is closed at once.
+  void cancel_if_idle() noexcept;
+
+ private:
+  enum class HeadResult : uint8_t { ready, refused, gone };
+
+  http::Task<bool> wait_for_request();
+  http::Task<HeadResult> read_head();
+  http::Task<bool> answer(const filter::LocalReply& reply);
+  http::Task<bool> proxy();
+
+  void begin_request();
+  filter::LocalReply check_buffered_head(std::size_t head_end);
+  filter::LocalReply parse_head(std::size_t head_end);
+  filter::LocalReply admit();
+  filter::LocalReply route_request(const http::Framing& framing);
+  void ensure_request_id();
+  void record(int status, std::string_view reason);
+  void shutdown(boost::asio::socket_base::shutdown_type how) noexcept;
+  TimePoint now() const noexcept { return worker_.clock.now(); }
+
+  WorkerState& worker_;
+  http::Socket socket_;
+  std::size_t listener_;
+  std::list<Connection*>::iterator registration_;
+  std::string client_;          // "ip:port"
+  std::string_view client_ip_;  // view into client_
+  TimePoint accepted_;
+  uint32_t connections_at_accept_ = 0;  // this listener's open connections, this one included
+  bool first_request_ = true;
+  bool idle_ = false;
+
+  http::ReadBuffer in_;
+  std::size_t in_capacity_ = 0;
+  std::string out_;
+  http::DeadlineTimer timer_;
+  std::vector<http::HeaderField> fields_;
+  std::optional<http::RequestParser> parser_;
+  upstream::Exchange exchange_;
+
+  // The request in progress.
+  std::shared_ptr<const route::Snapshot> snapshot_;
+  const route::ListenerRuntime* listener_runtime_ = nullptr;
+  const route::RouteRuntime* route_ = nullptr;
+  TimePoint start_;
+  http::NormalizedTarget target_;
+  std::string request_id_;
+  std::string log_method_;
+  std::string log_path_;
+  std::string allow_;  // 405's Allow
+  bool keep_alive_ = true;
+  bool head_request_ = false;
+  bool has_body_ = false;
+  upstream::ExchangeRequest exchange_request_;
+  upstream::ExchangeResult exchange_result_;
+  filter::ChainRun chain_;
+};
+
+}  // namespace bulwark::gateway::listener

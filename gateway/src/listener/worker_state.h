@@ -1,0 +1,46 @@
+// The state of one worker that its connections share (listener/worker.cc owns it): the event
+// loop, the clock, the current snapshot, the upstream pools, spare buffers, the drain flag and
+// the list of open connections (for drain). Worker thread only, except `open`.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <list>
+#include <memory>
+
+#include "bulwark/core/clock.h"
+#include "bulwark/core/random.h"
+#include "http/connection_io.h"
+#include "route/runtime.h"
+#include "upstream/worker_upstreams.h"
+
+namespace bulwark::gateway::listener {
+
+class Connection;
+
+struct WorkerState {
+  WorkerState(const Clock& c, route::Shared& s, std::shared_ptr<const route::Snapshot> snap,
+              uint64_t seed)
+      : ioc_owner(std::make_unique<boost::asio::io_context>(1)),
+        ioc(*ioc_owner),
+        clock(c),
+        shared(s),
+        snapshot(std::move(snap)),
+        random(seed) {}
+
+  // Destroyed first (Worker::Impl's destructor): suspended connections are destroyed with it
+  // and give back what they hold in the members below on the way out.
+  std::unique_ptr<boost::asio::io_context> ioc_owner;
+  boost::asio::io_context& ioc;
+  const Clock& clock;
+  route::Shared& shared;
+  std::shared_ptr<const route::Snapshot> snapshot;
+  Random random;
+  upstream::WorkerUpstreams upstreams;
+  http::BufferPool buffers;
+  bool draining = false;
+  std::list<Connection*> connections;
+  std::atomic<uint32_t> open{0};
+};
+
+}  // namespace bulwark::gateway::listener

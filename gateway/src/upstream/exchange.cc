@@ -1,0 +1,501 @@
+#include "upstream/exchange.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include "filter/reasons.h"
+#include "upstream/exchange_rules.h"
+
+namespace bulwark::gateway::upstream {
+
+namespace net = boost::asio;
+namespace beast_http = boost::beast::http;
+using boost::system::error_code;
+
+namespace {
+
+constexpr std::size_t kUpstreamHeaderLimit = 64 * 1024UL;
+constexpr std::size_t kUpstreamBufferBytes = kUpstreamHeaderLimit + 8 * 1024UL;
+constexpr std::size_t kMaxUpstreamFields = 1024;
+// Reads ask for at least this much room (a small answer arrives in one read).
+constexpr std::size_t kMinReadRoom = 16 * 1024UL;
+// The relay sends what it has once this much is waiting.
+constexpr std::size_t kFlushBytes = 64 * 1024UL;
+
+bool is_connection_loss(const error_code& ec) noexcept {
+  return ec == net::error::eof || ec == net::error::connection_reset ||
+         ec == net::error::broken_pipe || ec == net::error::connection_aborted;
+}
+
+}  // namespace
+
+http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request,
+                               ExchangeResult& result) {
+  request_ = &request;
+  result_ = &result;
+  stage_ = Stage::ok;
+  head_sent_ = false;
+  stream_end_ = {};
+  request_body_failed_ = false;
+  upstream_reusable_ = true;
+  last_chunk_sent_ = false;
+  response_last_chunk_sent_ = false;
+  route_deadline_ = request.start + request.route->config->timeouts.request;
+
+  const route::ClusterRuntime& cluster = *request.route->cluster;
+  const std::size_t pick = pick_endpoint(
+      cluster.config->lb, worker_.upstreams.next_cursor(*request.snapshot, cluster),
+      cluster.endpoints.size(), [&](std::size_t i) {
+        return worker_.upstreams.pool(*request.snapshot, cluster.endpoints[i]).active;
+      });
+  const route::EndpointRuntime& endpoint = cluster.endpoints[pick];
+  result.endpoint = &endpoint;
+  EndpointPool& pool = worker_.upstreams.pool(*request.snapshot, endpoint);
+  if (!pool.reserve(cluster.config->pool.max_per_endpoint)) {
+    result.reply = filter::refuse(503, reason::kPoolExhausted, request.has_body);
+    co_return;
+  }
+  ++pool.active;
+  if (endpoint.metrics->active) endpoint.metrics->active->inc();
+  co_await attempts(client, pool);
+  if (stage_ == Stage::ok) co_await relay_response(client);
+  finish(pool);
+  pool.release();
+  --pool.active;
+  if (endpoint.metrics->active) endpoint.metrics->active->dec();
+  in_.release(worker_.buffers);
+}
+
+http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
+  const bool idempotent = is_idempotent(request_->head.method);
+  for (int round = 0; round < 2; ++round) {
+    stage_ = Stage::ok;
+    if (filter::LocalReply reply = request_->chain->before_attempt(now())) {
+      result_->reply = reply;
+      result_->reply.close = result_->reply.close || request_->has_body;
+      stage_ = Stage::failed;
+      co_return;
+    }
+    // The replacement round always opens a new connection: the next idle one may be just as
+    // dead.
+    if (!co_await open_connection(pool, round == 0)) co_return;
+    ++result_->attempts;
+    const TimePoint started = now();
+    received_any_ = false;
+    bool timed_out = false;
+    co_await send_request(client, round == 0);
+    if (stage_ == Stage::ok) {
+      co_await read_response_head();
+      timed_out = stage_ == Stage::failed && result_->reply.status == 504;
+    }
+    filter::AttemptOutcome outcome;
+    outcome.kind = stage_ == Stage::ok ? filter::AttemptOutcome::Kind::response
+                                       : (timed_out ? filter::AttemptOutcome::Kind::timeout
+                                                    : filter::AttemptOutcome::Kind::reset);
+    outcome.status = stage_ == Stage::ok ? parser_->status() : 0;
+    outcome.now = now();
+    outcome.elapsed = outcome.now - started;
+    outcome.request_sent = true;
+    request_->chain->after_attempt(outcome);
+    if (stage_ != Stage::failed || request_body_failed_) co_return;
+    const StaleFacts facts{reused_, request_->has_body, idempotent, !received_any_, timed_out};
+    if (round == 1 || !may_replace_stale(facts)) co_return;
+    close_upstream();
+    result_->reply = {};
+  }
+}
+
+http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse) {
+  close_upstream();
+  reused_ = false;
+  const config::Cluster& cluster = *request_->route->cluster->config;
+  if (allow_reuse) {
+    if (auto idle = pool.take_idle(now(), cluster.pool.idle_timeout)) {
+      socket_.emplace(std::move(*idle));
+      reused_ = true;
+      co_return true;
+    }
+  }
+  const route::EndpointRuntime& endpoint = *result_->endpoint;
+  socket_.emplace(worker_.executor);
+  const Binding deadline = connect_deadline(now(), cluster.connect_timeout, route_deadline_);
+  worker_.timer.guard(*socket_, deadline.at);
+  auto [ec] = co_await socket_->async_connect(endpoint.endpoint, http::kTuple);
+  if (ec) {
+    if (endpoint.metrics->connect_failures) endpoint.metrics->connect_failures->inc();
+    if (worker_.timer.fired()) {
+      fail(504, deadline.reason);
+    } else {
+      fail(502, reason::kConnectFailure);
+    }
+    close_upstream();
+    co_return false;
+  }
+  if (endpoint.metrics->connections_opened) endpoint.metrics->connections_opened->inc();
+  error_code ignored;
+  socket_->set_option(net::ip::tcp::no_delay(true), ignored);
+  co_return true;
+}
+
+http::Task<void> Exchange::send_request(ClientLeg& client, bool first_round) {
+  http::UpstreamRequestHead head = request_->head;
+  head.default_host = result_->endpoint->address;
+  client.out.clear();
+  http::append_request_head(client.out, head, tokens_);
+  const bool body_pending = !client.parser.is_done();
+  // Whatever body is already buffered goes with the head, unless the client waits for
+  // 100 Continue before it sends any.
+  if (body_pending && !request_->expect_continue && !pump_request_body(client)) co_return;
+  worker_.timer.guard(*socket_, route_deadline_);
+  auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
+  if (ec) {
+    fail(worker_.timer.fired() ? 504 : 502,
+         worker_.timer.fired() ? reason::kRequestTimeout : reason::kUpstreamReset);
+    if (request_->has_body && !worker_.timer.fired()) {
+      // The upstream stopped taking the request: its answer (a refusal of the upload, often)
+      // may still be in the receive queue; it is read next, and the client's unread body makes
+      // its connection close afterwards.
+      stage_ = Stage::ok;
+      result_->reply = {};
+      upstream_reusable_ = false;
+      result_->close_client = true;
+    }
+    co_return;
+  }
+  if (!body_pending) co_return;
+  if (request_->expect_continue && first_round) {
+    worker_.timer.guard(client.socket, now() + request_->listener->timeouts.idle);
+    auto [cec, cn] =
+        co_await net::async_write(client.socket, net::buffer(http::kContinue), http::kTuple);
+    if (cec) {
+      stage_ = Stage::client_gone;
+      result_->client_gone = true;
+      result_->reason = reason::kClientClosed;
+      co_return;
+    }
+  }
+  co_await send_body(client);
+}
+
+http::Task<void> Exchange::send_body(ClientLeg& client) {
+  const Binding deadline =
+      body_read_deadline(route_deadline_, request_->start + request_->listener->timeouts.request);
+  while (!client.parser.is_done()) {
+    client.out.clear();
+    if (!pump_request_body(client)) co_return;
+    if (client.out.empty()) {
+      worker_.timer.guard(client.socket, deadline.at);
+      auto room = client.buffer.prepare(worker_.buffers, client.buffer_capacity, 4096);
+      auto [ec, n] = co_await client.socket.async_read_some(room, http::kTuple);
+      if (ec && worker_.timer.fired()) {
+        request_body_failed_ = true;
+        upstream_reusable_ = false;
+        result_->close_client = true;
+        fail(deadline.status, deadline.reason);
+        co_return;
+      }
+      if (ec) {
+        fail_request_body(ec);
+        co_return;
+      }
+      client.buffer.commit(n);
+      continue;
+    }
+    worker_.timer.guard(*socket_, route_deadline_);
+    auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
+    if (ec) {
+      if (worker_.timer.fired()) {
+        fail(504, reason::kRequestTimeout);
+        co_return;
+      }
+      // See send_request: the answer may already be there.
+      upstream_reusable_ = false;
+      result_->close_client = true;
+      co_return;
+    }
+  }
+}
+
+bool Exchange::pump_request_body(ClientLeg& client) {
+  while (!client.parser.is_done() && !client.buffer.empty()) {
+    error_code ec;
+    const std::size_t used = client.parser.put(net::buffer(client.buffer.data().data(),
+                                                           client.buffer.size()),
+                                               ec);
+    const std::string_view piece = client.parser.take_piece();
+    if (!piece.empty()) {
+      result_->bytes_in += piece.size();
+      if (request_->chunked_body) {
+        http::append_chunk(client.out, piece);
+      } else {
+        client.out.append(piece);
+      }
+    }
+    client.buffer.consume(used);
+    if (ec == beast_http::error::need_more) break;
+    if (ec) {
+      fail_request_body(ec);
+      return false;
+    }
+    if (used == 0) break;
+  }
+  if (client.parser.is_done() && request_->chunked_body && !last_chunk_sent_) {
+    client.out.append(http::kLastChunk);
+    last_chunk_sent_ = true;
+  }
+  return true;
+}
+
+void Exchange::fail_request_body(const error_code& ec) {
+  request_body_failed_ = true;
+  upstream_reusable_ = false;
+  result_->close_client = true;
+  if (ec == beast_http::error::body_limit) {
+    fail(413, reason::kBodyTooLarge);
+  } else if (ec.category() == beast_http::make_error_code(beast_http::error::bad_chunk).category()) {
+    fail(400, reason::kMalformed);
+  } else {
+    // The client went away: nobody to answer.
+    stage_ = Stage::client_gone;
+    result_->client_gone = true;
+    result_->reason = reason::kClientClosed;
+  }
+}
+
+http::Task<void> Exchange::read_response_head() {
+  const config::Route& route = *request_->route->config;
+  const auto budget = route.timeouts.first_byte ? route.timeouts.first_byte : route.timeouts.per_try;
+  const Binding deadline = first_byte_deadline(now(), budget, route_deadline_);
+  worker_.timer.guard(*socket_, deadline.at);
+  for (;;) {
+    parser_.emplace(fields_, kMaxUpstreamFields);
+    parser_->header_limit(kUpstreamHeaderLimit);
+    parser_->body_limit(boost::none);
+    parser_->max_chunk_bytes(route.stream.max_chunk_bytes);
+    if (request_->head_request) parser_->skip(true);
+    for (;;) {
+      if (!in_.empty()) {
+        error_code ec;
+        const std::size_t used =
+            parser_->put(net::buffer(in_.data().data(), in_.size()), ec);
+        in_.consume(used);
+        if (!ec && parser_->is_header_done()) break;
+        if (ec && ec != beast_http::error::need_more) {
+          fail_response_head(ec, false);
+          co_return;
+        }
+      }
+      auto room = in_.prepare(worker_.buffers, kUpstreamBufferBytes, kMinReadRoom);
+      auto [ec, n] = co_await socket_->async_read_some(room, http::kTuple);
+      if (ec) {
+        fail_response_head(ec, worker_.timer.fired());
+        if (worker_.timer.fired()) fail(deadline.status, deadline.reason);
+        co_return;
+      }
+      received_any_ = true;
+      in_.commit(n);
+    }
+    received_any_ = true;
+    const int status = parser_->status();
+    // Upgrades are not proxied (Upgrade is stripped from requests): an upstream that switches
+    // protocols anyway has answered something this hop cannot relay.
+    if (status == 101) {
+      fail(502, reason::kBadResponse);
+      co_return;
+    }
+    // Interim answers (100 Continue was given by the gateway itself; 102, 103) are dropped.
+    if (status >= 200) co_return;
+  }
+}
+
+void Exchange::fail_response_head(const error_code& ec, bool timed_out) {
+  upstream_reusable_ = false;
+  if (timed_out) return;  // the caller names the deadline
+  if (is_connection_loss(ec) || ec == beast_http::error::partial_message) {
+    fail(502, reason::kUpstreamReset);
+  } else {
+    fail(502, reason::kBadResponse);
+  }
+}
+
+http::Task<void> Exchange::relay_response(ClientLeg& client) {
+  const int status = parser_->status();
+  result_->status = status;
+  http::ResponseFacts facts;
+  facts.status = status;
+  facts.head_request = request_->head_request;
+  facts.has_content_length = parser_->content_length().has_value();
+  facts.upstream_chunked = parser_->chunked();
+  facts.client_version = request_->client_version;
+  facts.client_keep_alive = request_->client_keep_alive && !worker_.draining &&
+                            client.parser.is_done() && !result_->close_client;
+  framing_ = http::decide_response_framing(facts);
+  if (!framing_.reusable) upstream_reusable_ = false;
+
+  filter::ResponseHead filtered;
+  filtered.status = status;
+  filtered.headers = fields_;
+  request_->chain->on_response_head(filtered);
+
+  http::ClientResponseHead head;
+  head.status = status;
+  head.reason = parser_->reason();
+  head.version = request_->client_version;
+  head.fields = fields_;
+  head.request_id = request_->head.request_id;
+  head.added = std::span(filtered.added.data(), filtered.added_count);
+  head.framing = framing_;
+  client.out.clear();
+  http::append_response_head(client.out, head, tokens_);
+  // When body bytes are already here (a small answer usually arrives with its head), the head
+  // goes out with the first piece of body in one write; otherwise at once, so that a
+  // streaming client sees the head before the first event.
+  if (framing_.no_body || !(parser_->is_done() || !in_.empty())) {
+    if (!co_await write_to_client(client)) co_return;
+  }
+  if (!framing_.no_body) co_await relay_body(client);
+  request_->chain->on_end(stream_end_.empty());
+}
+
+http::Task<void> Exchange::relay_body(ClientLeg& client) {
+  const config::Route& route = *request_->route->config;
+  const TimePoint stream_deadline = now() + route.timeouts.stream_total;
+  while (stream_end_.empty()) {
+    if (!pump_response_body(client.out)) break;
+    const bool done = parser_->is_done();
+    // Whatever was parsed goes out before the next read (pump stops when it needs more bytes
+    // or has kFlushBytes): each piece reaches the client as soon as it arrived.
+    if (done || !client.out.empty()) {
+      if (!co_await write_to_client(client)) co_return;
+      if (done) co_return;
+      continue;
+    }
+    const TimePoint t = now();
+    if (t >= stream_deadline) {
+      stream_end_ = reason::kStreamTotalTimeout;
+      break;
+    }
+    const Binding deadline = stream_read_deadline(t, route.timeouts.stream_idle, stream_deadline);
+    worker_.timer.guard(*socket_, deadline.at);
+    auto room = in_.prepare(worker_.buffers, kUpstreamBufferBytes, kMinReadRoom);
+    auto [ec, n] = co_await socket_->async_read_some(room, http::kTuple);
+    if (!ec) {
+      in_.commit(n);
+      continue;
+    }
+    if (worker_.timer.fired()) {
+      stream_end_ = deadline.reason;
+    } else if (ec == net::error::eof && parser_->need_eof()) {
+      error_code eof_ec;
+      parser_->put_eof(eof_ec);  // the body was delimited by the upstream closing
+      if (eof_ec) stream_end_ = reason::kUpstreamReset;
+      continue;
+    } else {
+      stream_end_ = reason::kUpstreamReset;
+    }
+  }
+  // A cut stream: what was gathered is not sent (the client sees the connection close).
+}
+
+bool Exchange::pump_response_body(std::string& out) {
+  const uint64_t max_bytes = request_->route->config->stream.max_bytes;
+  while (!parser_->is_done() && !in_.empty()) {
+    error_code ec;
+    const std::size_t used = parser_->put(net::buffer(in_.data().data(), in_.size()), ec);
+    const std::string_view piece = parser_->take_piece();
+    if (!piece.empty()) {
+      if (result_->bytes_out + piece.size() > max_bytes) {
+        stream_end_ = reason::kStreamMaxBytes;
+        return false;
+      }
+      result_->bytes_out += piece.size();
+      request_->chain->on_body(piece);
+      if (framing_.chunk_out) {
+        http::append_chunk(out, piece);
+      } else {
+        out.append(piece);
+      }
+    }
+    in_.consume(used);
+    if (ec == beast_http::error::need_more) break;
+    if (ec) {
+      stream_end_ = parser_->chunk_too_big() ? reason::kStreamMaxChunk : reason::kUpstreamReset;
+      return false;
+    }
+    if (used == 0 || out.size() >= kFlushBytes) break;
+  }
+  if (parser_->is_done() && framing_.chunk_out && !response_last_chunk_sent_) {
+    out.append(http::kLastChunk);
+    response_last_chunk_sent_ = true;
+  }
+  return true;
+}
+
+http::Task<bool> Exchange::write_to_client(ClientLeg& client) {
+  worker_.timer.guard(client.socket,
+                      now() + request_->route->config->timeouts.stream_idle);
+  auto [ec, n] = co_await net::async_write(client.socket, net::buffer(client.out), http::kTuple);
+  client.out.clear();
+  if (ec) {
+    // A client that stops reading is cut at stream_idle like a silent upstream.
+    stream_end_ = worker_.timer.fired() ? reason::kStreamIdleTimeout : reason::kClientClosed;
+    co_return false;
+  }
+  head_sent_ = true;
+  co_return true;
+}
+
+void Exchange::fail(int status, std::string_view reason) {
+  stage_ = Stage::failed;
+  result_->reply = filter::refuse(status, reason);
+}
+
+void Exchange::finish(EndpointPool& pool) {
+  const bool clean = stage_ == Stage::ok && stream_end_.empty() &&
+                     (framing_.no_body || parser_->is_done());
+  const PoolFacts facts{clean, upstream_reusable_, clean && parser_->keep_alive(), !in_.empty(),
+                        worker_.draining};
+  if (socket_ && can_pool(facts)) {
+    // After an answer without a body a misbehaving upstream may send one anyway: such a
+    // connection is peeked before its next use.
+    const config::Cluster& cluster = *request_->route->cluster->config;
+    pool.put_idle(std::move(*socket_), now(), cluster.pool.max_idle, cluster.pool.idle_timeout,
+                  /*verify=*/framing_.no_body);
+    socket_.reset();
+  } else {
+    close_upstream();
+  }
+  in_.consume(in_.size());
+  if (stage_ == Stage::failed) {
+    // Nothing of an answer reached the client; the listener sends the reply.
+    result_->close_client = result_->close_client || request_body_failed_;
+    return;
+  }
+  if (stage_ == Stage::client_gone) return;
+  if (!stream_end_.empty()) {
+    result_->reason = stream_end_;
+    if (stream_end_ != reason::kClientClosed) {
+      request_->route->metrics->stream_abort(stream_end_).inc();
+      if (!head_sent_) {
+        // Nothing of the answer reached the client yet, so it can still be told why.
+        result_->reply = filter::refuse(502, stream_end_, true);
+        result_->status = 0;
+      }
+    } else {
+      result_->client_gone = true;
+    }
+    result_->close_client = true;
+    return;
+  }
+  if (framing_.close_after) result_->close_client = true;
+}
+
+void Exchange::close_upstream() noexcept {
+  if (!socket_) return;
+  error_code ignored;
+  socket_->close(ignored);
+  socket_.reset();
+}
+
+}  // namespace bulwark::gateway::upstream

@@ -1,0 +1,135 @@
+// Exchange: one request's call to its cluster — the station after the request filters.
+//
+//   1. pick an endpoint (exchange_rules.h pick_endpoint) and reserve a pool slot
+//      (503 pool_exhausted when max_per_endpoint are busy)
+//   2. call policies' before_attempt (filter/filter.h), then the attempt: a pooled connection
+//      or a new one (connect_timeout), the request head written into the connection's one
+//      write buffer and sent with whatever body is already buffered in one write, the rest of
+//      the body relayed as it arrives (100 Continue sent to the client when it asked), the
+//      answer's head read under the first-byte deadline. A pooled connection found dead before
+//      any answer byte is replaced once (exchange_rules.h may_replace_stale; not a retry)
+//   3. the answer's head re-framed for the client (http/head_writer.h), response filters, then
+//      the body relayed piece by piece under the route's stream guards, with back-pressure:
+//      nothing is read from the upstream while the client has not taken the last piece
+//   4. the upstream connection back to the pool when exchange_rules.h can_pool says so
+//
+// Failures before anything of the answer reached the client come back as a LocalReply for
+// the listener to send (502/503/504 with their reasons); after that, the stream is cut and the
+// guard's reason is logged and counted. Every wait is guarded by the connection's one
+// DeadlineTimer. An Exchange lives with its client connection and is reused for every request
+// on it (its buffers keep their capacity).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "filter/chain.h"
+#include "filter/local_reply.h"
+#include "http/connection_io.h"
+#include "http/head_writer.h"
+#include "http/message_parser.h"
+#include "route/runtime.h"
+#include "upstream/worker_upstreams.h"
+
+namespace bulwark::gateway::upstream {
+
+// What the exchange uses of the client connection (owned by listener/connection.h).
+struct ClientLeg {
+  http::Socket& socket;
+  http::ReadBuffer& buffer;
+  std::size_t buffer_capacity;
+  http::RequestParser& parser;  // the head is parsed; the body is read through it
+  std::string& out;             // the connection's write buffer
+};
+
+// The worker's things the exchange uses.
+struct WorkerLeg {
+  http::Executor executor;
+  const Clock& clock;
+  WorkerUpstreams& upstreams;
+  http::BufferPool& buffers;
+  http::DeadlineTimer& timer;
+  const bool& draining;
+};
+
+struct ExchangeRequest {
+  const route::Snapshot* snapshot = nullptr;
+  const route::RouteRuntime* route = nullptr;
+  const config::Listener* listener = nullptr;
+  filter::ChainRun* chain = nullptr;
+  TimePoint start;
+  http::UpstreamRequestHead head;  // the endpoint's address is filled in by the exchange
+  bool has_body = false;
+  bool chunked_body = false;
+  bool expect_continue = false;
+  bool head_request = false;
+  bool client_keep_alive = true;
+  int client_version = 11;
+};
+
+struct ExchangeResult {
+  int status = 0;  // the upstream's status once its head was relayed
+  std::string_view reason;  // why a stream ended early (filter/reasons.h)
+  filter::LocalReply reply;  // to send when nothing of the answer reached the client
+  const route::EndpointRuntime* endpoint = nullptr;
+  uint32_t attempts = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  bool close_client = false;  // the client connection must close after this
+  bool client_gone = false;   // the client left: no answer can be sent
+};
+
+class Exchange {
+ public:
+  explicit Exchange(WorkerLeg worker) : worker_(worker) {}
+
+  http::Task<void> run(ClientLeg& client, const ExchangeRequest& request, ExchangeResult& result);
+
+ private:
+  enum class Stage : uint8_t { ok, failed, client_gone };
+
+  http::Task<void> attempts(ClientLeg& client, EndpointPool& pool);
+  http::Task<bool> open_connection(EndpointPool& pool, bool allow_reuse);
+  http::Task<void> send_request(ClientLeg& client, bool first_round);
+  http::Task<void> send_body(ClientLeg& client);
+  http::Task<void> read_response_head();
+  http::Task<void> relay_response(ClientLeg& client);
+  http::Task<void> relay_body(ClientLeg& client);
+  http::Task<bool> write_to_client(ClientLeg& client);
+
+  // Decisions and bookkeeping, no I/O.
+  void fail(int status, std::string_view reason);
+  void fail_request_body(const boost::system::error_code& ec);
+  void fail_response_head(const boost::system::error_code& ec, bool timed_out);
+  bool pump_request_body(ClientLeg& client);
+  bool pump_response_body(std::string& out);
+  void finish(EndpointPool& pool);
+  void close_upstream() noexcept;
+  TimePoint now() const noexcept { return worker_.clock.now(); }
+
+  WorkerLeg worker_;
+  // Per request.
+  const ExchangeRequest* request_ = nullptr;
+  ExchangeResult* result_ = nullptr;
+  Stage stage_ = Stage::ok;
+  TimePoint route_deadline_;
+  // The upstream side, reused from request to request.
+  std::optional<http::Socket> socket_;
+  bool reused_ = false;
+  bool received_any_ = false;
+  bool request_body_failed_ = false;
+  bool upstream_reusable_ = true;
+  bool last_chunk_sent_ = false;           // the request body's, upstream
+  bool response_last_chunk_sent_ = false;  // the answer's, to the client
+  http::ReadBuffer in_;
+  std::vector<http::HeaderField> fields_;
+  std::vector<std::string_view> tokens_;
+  std::optional<http::ResponseParser> parser_;
+  http::ResponseFraming framing_;
+  bool head_sent_ = false;
+  std::string_view stream_end_;  // empty: the body ended cleanly
+};
+
+}  // namespace bulwark::gateway::upstream

@@ -1,0 +1,123 @@
+// The decisions of an upstream exchange, as small pure functions (no I/O, no clock: time comes
+// in as arguments), so that each is pinned by unit tests on ManualClock time points
+// (exchange_rules_test.cc). upstream/exchange.cc only acts on what they say.
+//
+//   pick_endpoint            round_robin / least_request over a cluster's endpoints
+//   may_replace_stale        whether a reused connection found dead may be replaced by a new one
+//   can_pool                 whether an upstream connection goes back to the pool
+//   connect_deadline, first_byte_deadline, body_read_deadline, stream_read_deadline
+//                            which deadline binds an operation, and the status and reason the
+//                            client gets when it passes
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "bulwark/core/clock.h"
+#include "config/config.h"
+#include "filter/reasons.h"
+
+namespace bulwark::gateway::upstream {
+
+// round_robin: the cursor's endpoint. least_request: the endpoint with the fewest requests in
+// flight from this worker (`active_of(i)`), ties broken in round-robin order from the cursor.
+template <class ActiveOf>
+std::size_t pick_endpoint(config::LoadBalancing lb, uint64_t cursor, std::size_t endpoints,
+                          ActiveOf&& active_of) {
+  if (endpoints == 0) return 0;
+  if (lb != config::LoadBalancing::least_request) return cursor % endpoints;
+  std::size_t pick = cursor % endpoints;
+  uint32_t best = UINT32_MAX;
+  for (std::size_t k = 0; k < endpoints; ++k) {
+    const std::size_t i = (cursor + k) % endpoints;
+    const uint32_t a = active_of(i);
+    if (a < best) {
+      best = a;
+      pick = i;
+    }
+  }
+  return pick;
+}
+
+// RFC 9110 §9.2.2.
+constexpr bool is_idempotent(std::string_view method) noexcept {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+// A pooled connection that turns out to be dead before any answer byte is replaced once by a
+// fresh one — not a retry (no policy counts it) — when nothing can have been processed twice:
+// the request is idempotent and has no body, nothing at all came back, and the failure is not
+// a timeout (a slow upstream is not a dead connection).
+struct StaleFacts {
+  bool reused = false;
+  bool has_body = false;
+  bool idempotent = false;
+  bool nothing_received = true;
+  bool timed_out = false;
+};
+constexpr bool may_replace_stale(const StaleFacts& f) noexcept {
+  return f.reused && !f.has_body && f.idempotent && f.nothing_received && !f.timed_out;
+}
+
+// The upstream connection may carry another request: the answer ended cleanly, its framing
+// did not depend on the connection closing, the upstream keeps it alive, no stray bytes
+// followed, and the worker is not draining.
+struct PoolFacts {
+  bool clean = false;
+  bool reusable_framing = true;
+  bool upstream_keep_alive = true;
+  bool unread_bytes = false;
+  bool draining = false;
+};
+constexpr bool can_pool(const PoolFacts& f) noexcept {
+  return f.clean && f.reusable_framing && f.upstream_keep_alive && !f.unread_bytes && !f.draining;
+}
+
+// A deadline and what the client is told when it passes.
+struct Binding {
+  TimePoint at;
+  int status = 504;
+  std::string_view reason;
+};
+
+// connect_timeout from now, unless the route's deadline comes first.
+constexpr Binding connect_deadline(TimePoint now, Duration connect_timeout,
+                                   TimePoint route_deadline) noexcept {
+  const TimePoint own = now + connect_timeout;
+  if (route_deadline <= own) return {route_deadline, 504, reason::kRequestTimeout};
+  return {own, 504, reason::kConnectTimeout};
+}
+
+// The answer's head must start within first_byte (or, when unset, per_try) of the request
+// being sent, and within the route's deadline.
+inline Binding first_byte_deadline(TimePoint sent, std::optional<Duration> budget,
+                                   TimePoint route_deadline) noexcept {
+  if (budget && sent + *budget < route_deadline) {
+    return {sent + *budget, 504, reason::kFirstByteTimeout};
+  }
+  return {route_deadline, 504, reason::kRequestTimeout};
+}
+
+// The client's body must arrive within the listener's request timeout (408 body_timeout) and
+// the route's deadline (504 request_timeout), whichever is earlier.
+constexpr Binding body_read_deadline(TimePoint route_deadline,
+                                     TimePoint listener_deadline) noexcept {
+  if (route_deadline < listener_deadline) return {route_deadline, 504, reason::kRequestTimeout};
+  return {listener_deadline, 408, reason::kBodyTimeout};
+}
+
+// Each read of a streamed answer waits at most stream_idle, and the whole stream ends at
+// stream_total.
+constexpr Binding stream_read_deadline(TimePoint now, Duration stream_idle,
+                                       TimePoint stream_deadline) noexcept {
+  if (stream_deadline <= now + stream_idle) {
+    return {stream_deadline, 502, reason::kStreamTotalTimeout};
+  }
+  return {now + stream_idle, 502, reason::kStreamIdleTimeout};
+}
+
+}  // namespace bulwark::gateway::upstream

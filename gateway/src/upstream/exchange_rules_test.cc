@@ -1,0 +1,84 @@
+#include "upstream/exchange_rules.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+
+#include "bulwark/testing/manual_clock.h"
+
+namespace bulwark::gateway::upstream {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(PickEndpoint, RoundRobinFollowsTheCursor) {
+  const auto none = [](std::size_t) { return 0u; };
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 0, 3, none), 0u);
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 4, 3, none), 1u);
+}
+
+TEST(PickEndpoint, LeastRequestTakesTheQuietestWithTiesInCursorOrder) {
+  const std::array<uint32_t, 3> active{2, 1, 1};
+  const auto of = [&](std::size_t i) { return active[i]; };
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 0, 3, of), 1u);
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 2, 3, of), 2u);
+}
+
+TEST(StaleConnection, ReplacedOnlyWhenNothingCanHaveBeenProcessedTwice) {
+  EXPECT_TRUE(may_replace_stale({.reused = true, .idempotent = true}));
+  EXPECT_FALSE(may_replace_stale({.reused = false, .idempotent = true}));
+  EXPECT_FALSE(may_replace_stale({.reused = true, .has_body = true, .idempotent = true}));
+  EXPECT_FALSE(may_replace_stale({.reused = true, .idempotent = false}));
+  EXPECT_FALSE(may_replace_stale({.reused = true, .idempotent = true, .nothing_received = false}));
+  EXPECT_FALSE(may_replace_stale({.reused = true, .idempotent = true, .timed_out = true}));
+  EXPECT_TRUE(is_idempotent("PUT"));
+  EXPECT_FALSE(is_idempotent("POST"));
+}
+
+TEST(Pooling, OnlyCleanKeptAliveAnswersWithoutStrayBytes) {
+  EXPECT_TRUE(can_pool({.clean = true}));
+  EXPECT_FALSE(can_pool({.clean = false}));
+  EXPECT_FALSE(can_pool({.clean = true, .reusable_framing = false}));
+  EXPECT_FALSE(can_pool({.clean = true, .upstream_keep_alive = false}));
+  EXPECT_FALSE(can_pool({.clean = true, .unread_bytes = true}));
+  EXPECT_FALSE(can_pool({.clean = true, .draining = true}));
+}
+
+TEST(Deadlines, TheEarlierDeadlineBindsWithItsOwnReason) {
+  testing::ManualClock clock;
+  const TimePoint t = clock.now();
+  clock.advance(1s);
+  const TimePoint now = clock.now();
+
+  auto c = connect_deadline(now, 1s, now + 30s);
+  EXPECT_EQ(c.at, now + 1s);
+  EXPECT_EQ(c.reason, reason::kConnectTimeout);
+  c = connect_deadline(now, 1s, now + 500ms);
+  EXPECT_EQ(c.at, now + 500ms);
+  EXPECT_EQ(c.reason, reason::kRequestTimeout);
+
+  auto f = first_byte_deadline(now, 2s, now + 30s);
+  EXPECT_EQ(f.at, now + 2s);
+  EXPECT_EQ(f.reason, reason::kFirstByteTimeout);
+  f = first_byte_deadline(now, std::nullopt, now + 30s);
+  EXPECT_EQ(f.reason, reason::kRequestTimeout);
+  f = first_byte_deadline(now, 40s, now + 30s);
+  EXPECT_EQ(f.at, now + 30s);
+
+  auto b = body_read_deadline(t + 30s, t + 10s);
+  EXPECT_EQ(b.status, 408);
+  EXPECT_EQ(b.reason, reason::kBodyTimeout);
+  b = body_read_deadline(t + 5s, t + 10s);
+  EXPECT_EQ(b.status, 504);
+  EXPECT_EQ(b.reason, reason::kRequestTimeout);
+
+  auto s = stream_read_deadline(now, 30s, now + 10min);
+  EXPECT_EQ(s.at, now + 30s);
+  EXPECT_EQ(s.reason, reason::kStreamIdleTimeout);
+  s = stream_read_deadline(now, 30s, now + 10s);
+  EXPECT_EQ(s.at, now + 10s);
+  EXPECT_EQ(s.reason, reason::kStreamTotalTimeout);
+}
+
+}  // namespace
+}  // namespace bulwark::gateway::upstream
