@@ -470,9 +470,13 @@ struct Measured {
   double by_size[kSizeBuckets + 1] = {};  // allocations per request, by size bucket
 };
 
+std::filesystem::path g_tmp_dir;  // config and ready file; removed on every exit but SIGALRM
+
 // Exits the process on anything that stops the measurement from being meaningful.
 [[noreturn]] void give_up(const std::string& what) {
   std::fprintf(stderr, "alloc_budget: cannot measure: %s\n", what.c_str());
+  std::error_code ignored;
+  if (!g_tmp_dir.empty()) std::filesystem::remove_all(g_tmp_dir, ignored);
   std::fflush(stderr);
   std::_Exit(2);
 }
@@ -631,6 +635,7 @@ int main() {
   templ_buf.push_back('\0');
   if (::mkdtemp(templ_buf.data()) == nullptr) give_up("mkdtemp failed");
   const fs::path dir(templ_buf.data());
+  g_tmp_dir = dir;
 
   Upstream upstream;
   const uint16_t upstream_port = upstream.start();
