@@ -134,8 +134,8 @@ struct Route {
 enum class LoadBalancing { round_robin, least_request };
 
 struct PoolSpec {
-  uint32_t max_per_endpoint = 64;
-  uint32_t max_idle = 16;
+  uint32_t max_per_endpoint = 1024;  // busy connections per endpoint per worker
+  uint32_t max_idle = 256;  // idle keep-alive connections kept per endpoint per worker
   Duration idle_timeout = 60s;
 };
 

@@ -62,7 +62,8 @@ TEST(Config, MinimalFileGetsTheDocumentedDefaults) {
   EXPECT_EQ(r.stream.max_chunk_bytes, 64u * 1024);
   ASSERT_EQ(c.clusters.size(), 1u);
   EXPECT_EQ(c.clusters[0].lb, LoadBalancing::round_robin);
-  EXPECT_EQ(c.clusters[0].pool.max_per_endpoint, 64u);
+  EXPECT_EQ(c.clusters[0].pool.max_per_endpoint, 1024u);
+  EXPECT_EQ(c.clusters[0].pool.max_idle, 256u);
   EXPECT_FALSE(c.clusters[0].circuit_breaker.has_value());
   EXPECT_EQ(c.find_cluster("backend"), &c.clusters[0]);
   EXPECT_EQ(c.find_cluster("nope"), nullptr);
