@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared start-up code of the proxy harness (run.sh, profile.sh, idle_rss.sh): an nginx upstream,
 # bulwark, HAProxy and nginx in front of it on 127.0.0.1, each process stopped by PID on exit.
 # Sourced, not run. The caller sets `set -euo pipefail` and `bp_tag` (the prefix of messages),
@@ -37,25 +38,36 @@ need_tools() {
   done
 }
 
-# bp_stop PID [SECONDS]: SIGTERM, a bounded wait for the exit (default 5 s), then SIGKILL.
-bp_stop() {
-  local pid=$1 tries=$((${2:-5} * 10))
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 "$tries"); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+# bp_forget PID: drop PID from the processes the exit trap stops (it has exited).
+bp_forget() {
+  local keep=() p
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
 }
 
 # bp_wait_exit PID SECONDS: bounded wait for a process that was asked to stop; 1 if it did not.
 bp_wait_exit() {
   local pid=$1 tries=$(($2 * 10))
   for _ in $(seq 1 "$tries"); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true
+      bp_forget "$pid"
+      return 0
+    fi
     sleep 0.1
   done
+  return 1
+}
+
+# bp_stop PID [SECONDS]: SIGTERM, a bounded wait for the exit (default 5 s), then SIGKILL.
+# Returns 1 if it took SIGKILL.
+bp_stop() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  bp_wait_exit "$pid" "${2:-5}" && return 0
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  bp_forget "$pid"
   return 1
 }
 
@@ -71,7 +83,7 @@ bp_on_exit() {
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
     wait "$pid" 2>/dev/null || true
   done
   if [ "$rc" -ne 0 ] && [ -n "${results:-}" ]; then

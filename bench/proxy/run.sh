@@ -25,6 +25,7 @@
 set -euo pipefail
 
 bp_tag=bench-proxy
+# shellcheck source=bench/proxy/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 here=$bp_here
 repo=$bp_repo
