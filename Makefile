@@ -6,7 +6,7 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 
 .PHONY: all deps build quickstart test test-release test-asan test-tsan test-fuzz bench bench-proxy \
-	format lint clean
+	profile-proxy format lint clean
 
 all: build
 
@@ -35,9 +35,16 @@ bench: build
 	  --benchmark_report_aggregates_only=true
 
 # bulwark vs HAProxy vs nginx, one worker each, in one run (docs/BENCHMARKS.md). Env knobs:
-# BENCH_DURATION, BENCH_CONNECTIONS, BENCH_THREADS, BENCH_WARMUP, BENCH_ROUNDS, BENCH_RESULTS.
+# BENCH_DURATION, BENCH_CONNECTIONS (a list, default "32 256"), BENCH_SHAPES, BENCH_THREADS,
+# BENCH_WARMUP, BENCH_ROUNDS, BENCH_RESULTS.
 bench-proxy: build
 	BULWARK_BIN=$(BULWARK_BIN) bash bench/proxy/run.sh
+
+# Allocations, instructions and system calls per request of each proxy, with heaptrack, callgrind
+# and strace (docs/BENCHMARKS.md, "Profiling the data path"). Env knobs: PROFILE_* in
+# bench/proxy/profile.sh.
+profile-proxy: build
+	BULWARK_BIN=$(BULWARK_BIN) bash bench/proxy/profile.sh
 
 format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i

@@ -12,6 +12,7 @@ packages=(
   clang clang-format clang-tidy libclang-rt-14-dev
   nginx-light haproxy redis-server wrk varnish prometheus
   curl procps psmisc python3
+  heaptrack valgrind strace
 )
 
 missing=()

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Summarises a bench/proxy/run.sh results directory as a Markdown table.
 
-usage: summarize.py RESULTS_DIR ROUNDS TARGET...
-Reads RESULTS_DIR/wrk-<target>-r<round>.txt (wrk --latency output), run-<target>-r<round>.txt
-(load average and CPU ticks of the measured process) and meta.txt. With several rounds each
-number is the median over the rounds (each metric on its own); CPU per request is the total CPU
+usage: summarize.py RESULTS_DIR
+Reads RESULTS_DIR/meta.txt (rounds, targets, connection counts and request shapes of the run),
+and for each scenario <shape>-c<connections>: wrk-<scenario>-<target>-r<round>.txt (wrk --latency
+output) and run-<scenario>-<target>-r<round>.txt (load average, user and system CPU ticks of the
+measured process). One table per scenario. With several rounds each number is the median over
+the rounds (each metric on its own); CPU per request (user and system apart) is the total CPU
 time over the total requests of all rounds.
 """
 
@@ -56,35 +58,78 @@ def parse_wrk(text):
     return result
 
 
-def load_target(results, rounds, target, clk_tck):
-    """The median round of `target`, with its CPU time per request and the load averages."""
+def load_target(results, rounds, scenario, target, clk_tck):
+    """The median round of `target` in `scenario`, with its CPU time per request (user and
+    system apart) and the load averages."""
     runs = []
-    ticks = 0
+    user = system = 0
     loads = []
     for r in range(1, rounds + 1):
-        runs.append(parse_wrk((results / ("wrk-%s-r%d.txt" % (target, r))).read_text()))
-        run = _fields(results / ("run-%s-r%d.txt" % (target, r)))
-        ticks += int(run.get("cpu_ticks", "0"))
+        name = "%s-%s-r%d.txt" % (scenario, target, r)
+        runs.append(parse_wrk((results / ("wrk-" + name)).read_text()))
+        run = _fields(results / ("run-" + name))
+        user += int(run.get("cpu_user_ticks", "0"))
+        system += int(run.get("cpu_sys_ticks", "0"))
         loads.append(run.get("load_before", "?").split()[0])
     requests = sum(run["requests"] for run in runs)
     row = {key: statistics.median(run[key] for run in runs) for key in ("rps", "p50", "p99")}
     row["rps_min"] = min(run["rps"] for run in runs)
     row["rps_max"] = max(run["rps"] for run in runs)
     row["errors"] = sum(run["non2xx"] + run["socket_errors"] for run in runs)
-    row["cpu_us"] = ticks / clk_tck * 1e6 / requests if requests else 0.0
+    per_request = 1e6 / clk_tck / requests if requests else 0.0
+    row["user_us"] = user * per_request
+    row["sys_us"] = system * per_request
+    row["cpu_us"] = row["user_us"] + row["sys_us"]
     row["load"] = ", ".join(loads)
     return row
 
 
+def print_scenario(results, meta, rounds, scenario, targets, clk_tck):
+    rows = {t: load_target(results, rounds, scenario, t, clk_tck) for t in targets}
+    shape, _, connections = scenario.rpartition("-c")
+    print("### %s request, %s connections" % (shape, connections))
+    print()
+    spread = rounds > 1
+    print("| target | requests/s%s | p50 | p99 | errors | user CPU per request | "
+          "system CPU per request | CPU per request | load avg before |" % (
+              " (median; min–max)" if spread else ""))
+    print("|---|---|---|---|---|---|---|---|---|")
+    for target in targets:
+        r = rows[target]
+        rps = "%.0f" % r["rps"]
+        if spread:
+            rps += " (%.0f–%.0f)" % (r["rps_min"], r["rps_max"])
+        print("| %s | %s | %.2f ms | %.2f ms | %d | %.1f µs | %.1f µs | %.1f µs | %s |" % (
+            _LABEL.get(target, target), rps, r["p50"], r["p99"], r["errors"], r["user_us"],
+            r["sys_us"], r["cpu_us"], r["load"]))
+    if "bulwark" in rows:
+        print()
+        print("| ratio | requests/s | p50 | p99 | user CPU per request | system CPU per request |")
+        print("|---|---|---|---|---|---|")
+        b = rows["bulwark"]
+        for other in ("haproxy", "nginx"):
+            if other not in rows:
+                continue
+            o = rows[other]
+            print("| bulwark / %s | %.2f× | %.2f× | %.2f× | %s | %s |" % (
+                _LABEL[other], b["rps"] / o["rps"], b["p50"] / o["p50"], b["p99"] / o["p99"],
+                _ratio(b["user_us"], o["user_us"]), _ratio(b["sys_us"], o["sys_us"])))
+    print()
+    return any(rows[t]["errors"] for t in targets)
+
+
+def _ratio(a, b):
+    return "%.2f×" % (a / b) if b else "n/a"
+
+
 def main():
-    if len(sys.argv) < 4:
+    if len(sys.argv) != 2:
         sys.exit(__doc__)
     results = Path(sys.argv[1])
-    rounds = int(sys.argv[2])
-    targets = sys.argv[3:]
     meta = _fields(results / "meta.txt")
     clk_tck = int(meta.get("clk_tck", "100"))
-    rows = {t: load_target(results, rounds, t, clk_tck) for t in targets}
+    rounds = int(meta["rounds"])
+    targets = meta["targets"].split()
 
     print("%s; %s" % (meta.get("load", ""), meta.get("date_utc", "")))
     print("host: %s; nginx %s, HAProxy %s, %s%s" % (
@@ -92,32 +137,12 @@ def main():
         meta.get("wrk", "?"),
         "; " + meta["bulwark"].split(" (")[0] if "bulwark" in meta else ""))
     print()
-    spread = rounds > 1
-    print("| target | requests/s%s | p50 | p99 | errors | CPU per request | load avg before |" % (
-        " (median; min–max)" if spread else ""))
-    print("|---|---|---|---|---|---|---|")
-    for target in targets:
-        r = rows[target]
-        rps = "%.0f" % r["rps"]
-        if spread:
-            rps += " (%.0f–%.0f)" % (r["rps_min"], r["rps_max"])
-        print("| %s | %s | %.2f ms | %.2f ms | %d | %.1f µs | %s |" % (
-            _LABEL.get(target, target), rps, r["p50"], r["p99"], r["errors"], r["cpu_us"],
-            r["load"]))
-    if "bulwark" in rows:
-        print()
-        print("| ratio | requests/s | p50 | p99 | CPU per request |")
-        print("|---|---|---|---|---|")
-        b = rows["bulwark"]
-        for other in ("haproxy", "nginx"):
-            if other not in rows:
-                continue
-            o = rows[other]
-            print("| bulwark / %s | %.2f× | %.2f× | %.2f× | %.2f× |" % (
-                _LABEL[other], b["rps"] / o["rps"], b["p50"] / o["p50"], b["p99"] / o["p99"],
-                b["cpu_us"] / o["cpu_us"] if o["cpu_us"] else float("nan")))
-    if any(rows[t]["errors"] for t in targets):
-        print()
+    errors = False
+    for connections in meta["connections"].split():
+        for shape in meta["shapes"].split():
+            errors |= print_scenario(results, meta, rounds, "%s-c%s" % (shape, connections),
+                                     targets, clk_tck)
+    if errors:
         print("WARNING: some runs had non-2xx answers or socket errors (see errors column).")
 
 
