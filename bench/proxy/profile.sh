@@ -38,7 +38,7 @@
 #   PROFILE_STRACE_DURATION     wrk -d of the traced load (default 4s)
 #   PROFILE_MIN_RATE            smallest per-request rate of a listed system call (default 0.05)
 #   PROFILE_RESULTS             results directory (default: build/profile-proxy/<UTC timestamp>)
-# With the defaults a full run takes about 5 minutes on 2 cores.
+# With the defaults a full run takes about 4 minutes on 2 cores.
 set -euo pipefail
 
 bp_tag=profile-proxy
