@@ -115,7 +115,7 @@ TEST(ConfigJson, MinimalFileShowsEveryDefault) {
   EXPECT_EQ(c.at("lb"), "round_robin");
   EXPECT_EQ(c.at("connect_timeout"), "1s");
   EXPECT_EQ(c.at("pool"),
-            (json{{"max_per_endpoint", 64}, {"max_idle", 16}, {"idle_timeout", "1m"}}));
+            (json{{"max_per_endpoint", 1024}, {"max_idle", 256}, {"idle_timeout", "1m"}}));
   EXPECT_EQ(c.at("max_concurrent_requests"), 1000);
   for (const char* off : {"circuit_breaker", "outlier_detection", "health_check"}) {
     EXPECT_TRUE(c.at(off).is_null()) << off;

@@ -82,7 +82,8 @@ http::Task<void> Connection::serve() {
   begin_request();
   if (connections_at_accept_ > listener_runtime_->config->limits.max_connections) {
     // Refused before a byte is read: logged without method and path.
-    co_await answer(filter::refuse(503, reason::kConnectionLimit, true));
+    reply_ = filter::refuse(503, reason::kConnectionLimit, true);
+    co_await answer();
     co_return;
   }
   for (;;) {
@@ -90,8 +91,9 @@ http::Task<void> Connection::serve() {
     begin_request();
     const HeadResult head = co_await read_head();
     if (head != HeadResult::ready) co_return;
-    if (const filter::LocalReply reply = admit()) {
-      if (!co_await answer(reply)) co_return;
+    reply_ = admit();
+    if (reply_) {
+      if (!co_await answer()) co_return;
       continue;
     }
     if (!co_await proxy()) co_return;
@@ -153,27 +155,30 @@ http::Task<Connection::HeadResult> Connection::read_head() {
     }
     const std::size_t head_end = find_head_end(in_.data());
     if (head_end != std::string_view::npos) {
-      filter::LocalReply reply = check_buffered_head(head_end);
-      if (!reply) reply = parse_head(head_end);
-      if (!reply) co_return HeadResult::ready;
-      co_await answer(reply);
+      reply_ = check_buffered_head(head_end);
+      if (!reply_) reply_ = parse_head(head_end);
+      if (!reply_) co_return HeadResult::ready;
+      co_await answer();
       co_return HeadResult::refused;
     }
     const std::string_view data = in_.data();
     const auto line_end = data.find('\n');
     if ((line_end == std::string_view::npos && data.size() > max_line(config)) ||
         (line_end != std::string_view::npos && line_end > max_line(config))) {
-      co_await answer(filter::refuse(414, reason::kUriTooLong, true));
+      reply_ = filter::refuse(414, reason::kUriTooLong, true);
+    co_await answer();
       co_return HeadResult::refused;
     }
     if (data.size() > max_block(config)) {
-      co_await answer(filter::refuse(431, reason::kHeadersTooLarge, true));
+      reply_ = filter::refuse(431, reason::kHeadersTooLarge, true);
+    co_await answer();
       co_return HeadResult::refused;
     }
     auto room = in_.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
     auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
     if (timer_.fired()) {
-      co_await answer(filter::refuse(408, reason::kHeaderTimeout, true));
+      reply_ = filter::refuse(408, reason::kHeaderTimeout, true);
+    co_await answer();
       co_return HeadResult::refused;
     }
     if (ec) co_return HeadResult::gone;  // the client went away mid-header
@@ -306,9 +311,9 @@ http::Task<bool> Connection::proxy() {
   co_await exchange_.run(client, exchange_request_, result);
   if (result.reply) {
     // Nothing of an answer reached the client: it is told why.
-    filter::LocalReply reply = result.reply;
-    reply.close = reply.close || result.close_client || !parser_->is_done();
-    co_return co_await answer(reply);
+    reply_ = result.reply;
+    reply_.close = reply_.close || result.close_client || !parser_->is_done();
+    co_return co_await answer();
   }
   if (result.client_gone) {
     record(result.status, result.reason.empty() ? reason::kClientClosed : result.reason);
@@ -323,7 +328,8 @@ http::Task<bool> Connection::proxy() {
   co_return true;
 }
 
-http::Task<bool> Connection::answer(const filter::LocalReply& reply) {
+http::Task<bool> Connection::answer() {
+  const filter::LocalReply& reply = reply_;
   ensure_request_id();
   const bool keep_alive = keep_alive_ && !reply.close && !worker_.draining;
   out_.clear();

@@ -45,7 +45,9 @@ class Connection {
 
   http::Task<bool> wait_for_request();
   http::Task<HeadResult> read_head();
-  http::Task<bool> answer(const filter::LocalReply& reply);
+  // Sends reply_ (kept in the connection rather than in coroutine frames: Asio reuses frames of
+  // up to about 1 KiB only, and a frame holding LocalReply temporaries grows past that).
+  http::Task<bool> answer();
   http::Task<bool> proxy();
 
   void begin_request();
@@ -93,6 +95,7 @@ class Connection {
   upstream::ExchangeRequest exchange_request_;
   upstream::ExchangeResult exchange_result_;
   filter::ChainRun chain_;
+  filter::LocalReply reply_;  // the answer being made by answer()
 };
 
 }  // namespace bulwark::gateway::listener

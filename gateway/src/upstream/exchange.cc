@@ -139,10 +139,10 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
 }
 
 http::Task<void> Exchange::send_request(ClientLeg& client, bool first_round) {
-  http::UpstreamRequestHead head = request_->head;
-  head.default_host = result_->endpoint->address;
+  head_ = request_->head;
+  head_.default_host = result_->endpoint->address;
   client.out.clear();
-  http::append_request_head(client.out, head, tokens_);
+  http::append_request_head(client.out, head_, tokens_);
   const bool body_pending = !client.parser.is_done();
   // Whatever body is already buffered goes with the head, unless the client waits for
   // 100 Continue before it sends any.

@@ -115,6 +115,7 @@ class Exchange {
   ExchangeResult* result_ = nullptr;
   Stage stage_ = Stage::ok;
   TimePoint route_deadline_;
+  http::UpstreamRequestHead head_;  // the request's head with this attempt's endpoint
   // The upstream side, reused from request to request.
   std::optional<http::Socket> socket_;
   bool reused_ = false;
