@@ -21,7 +21,10 @@ class Connection;
 struct WorkerState {
   WorkerState(const Clock& c, route::Shared& s, std::shared_ptr<const route::Snapshot> snap,
               uint64_t seed)
-      : ioc_owner(std::make_unique<boost::asio::io_context>(1)),
+      // One thread runs the loop, and only it touches the worker's sockets and timers (other
+      // threads only post to it): the reactor's per-socket locks are switched off; the
+      // scheduler's queue stays locked for those posts.
+      : ioc_owner(std::make_unique<boost::asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)),
         ioc(*ioc_owner),
         clock(c),
         shared(s),

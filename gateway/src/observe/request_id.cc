@@ -35,12 +35,14 @@ void format_request_id(Random& random, std::string& out) {
   bytes[8] = static_cast<uint8_t>((bytes[8] & 0x3f) | 0x80);
 
   static constexpr char kHex[] = "0123456789abcdef";
-  out.clear();
+  std::array<char, 36> text{};
+  std::size_t n = 0;
   for (std::size_t i = 0; i < bytes.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
-    out.push_back(kHex[bytes[i] >> 4]);
-    out.push_back(kHex[bytes[i] & 0x0f]);
+    if (i == 4 || i == 6 || i == 8 || i == 10) text[n++] = '-';
+    text[n++] = kHex[bytes[i] >> 4];
+    text[n++] = kHex[bytes[i] & 0x0f];
   }
+  out.assign(text.data(), text.size());
 }
 
 std::string generate_request_id(Random& random) {
