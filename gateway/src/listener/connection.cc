@@ -43,9 +43,7 @@ Connection::Connection(WorkerState& worker, http::Socket socket, std::size_t lis
       socket_(std::move(socket)),
       listener_(listener),
       accepted_(worker.clock.now()),
-      timer_(worker.ioc.get_executor()),
-      exchange_(upstream::WorkerLeg{worker.ioc.get_executor(), worker.clock, worker.upstreams,
-                                    worker.buffers, timer_, worker.draining}) {
+      timer_(worker.ioc.get_executor()) {
   error_code ec;
   const auto remote = socket_.remote_endpoint(ec);
   if (!ec) client_ = remote.address().to_string() + ":" + std::to_string(remote.port());
@@ -58,13 +56,15 @@ Connection::Connection(WorkerState& worker, http::Socket socket, std::size_t lis
   auto* metrics = worker_.snapshot->listeners[listener_].metrics;
   if (metrics->connections_total) metrics->connections_total->inc();
   if (metrics->connections_active) metrics->connections_active->inc();
-  out_.reserve(4096);
-  request_id_.reserve(observe::kMaxRequestIdBytes);
 }
 
 Connection::~Connection() {
-  chain_.complete({0, reason::kClientClosed, now()});
-  in_.release(worker_.buffers);
+  if (ctx_) {
+    ctx_->exchange.abandon();
+    ctx_->chain.complete({0, reason::kClientClosed, now()});
+    ctx_->in.consume(ctx_->in.size());
+    give_back_context();
+  }
   worker_.connections.erase(registration_);
   worker_.shared.listeners[listener_]->connections.fetch_sub(1, std::memory_order_relaxed);
   worker_.open.fetch_sub(1, std::memory_order_relaxed);
@@ -82,7 +82,7 @@ http::Task<void> Connection::serve() {
   begin_request();
   if (connections_at_accept_ > listener_runtime_->config->limits.max_connections) {
     // Refused before a byte is read: logged without method and path.
-    reply_ = filter::refuse(503, reason::kConnectionLimit, true);
+    ctx_->reply = filter::refuse(503, reason::kConnectionLimit, true);
     co_await answer();
     co_return;
   }
@@ -91,8 +91,8 @@ http::Task<void> Connection::serve() {
     begin_request();
     const HeadResult head = co_await read_head();
     if (head != HeadResult::ready) co_return;
-    reply_ = admit();
-    if (reply_) {
+    ctx_->reply = admit();
+    if (ctx_->reply) {
       if (!co_await answer()) co_return;
       continue;
     }
@@ -100,44 +100,57 @@ http::Task<void> Connection::serve() {
   }
 }
 
+void Connection::take_context() {
+  if (!ctx_) ctx_ = worker_.contexts.take();
+}
+
+void Connection::give_back_context() noexcept {
+  if (!ctx_ || !ctx_->in.empty()) return;  // pipelined bytes stay with the connection
+  ctx_->in.release(worker_.buffers);
+  worker_.contexts.give(std::move(ctx_));
+}
+
 void Connection::begin_request() {
+  take_context();
   // Each request runs on the snapshot current when it starts.
   snapshot_ = worker_.snapshot;
   listener_runtime_ = &snapshot_->listeners[listener_];
   route_ = nullptr;
   start_ = now();
-  request_id_.clear();
-  log_method_.clear();
-  log_path_.clear();
+  ctx_->request_id.clear();
+  ctx_->log_method.clear();
+  ctx_->log_path.clear();
   keep_alive_ = true;
   head_request_ = false;
   has_body_ = false;
-  exchange_result_ = {};
+  ctx_->exchange_result = {};
   const auto& limits = listener_runtime_->config->limits;
   in_capacity_ = std::max(kMinBufferBytes, max_block(*listener_runtime_->config) + kMinReadRoom);
-  if (fields_.capacity() < limits.max_headers + 1) fields_.reserve(limits.max_headers + 1);
+  if (ctx_->fields.capacity() < limits.max_headers + 1)
+    ctx_->fields.reserve(limits.max_headers + 1);
 }
 
 http::Task<bool> Connection::wait_for_request() {
-  if (!in_.empty()) co_return true;  // pipelined: the next head is already here
+  if (ctx_ && !ctx_->in.empty()) co_return true;  // pipelined: the next head is already here
   if (worker_.draining) co_return false;
   const config::Listener& config = *listener_runtime_->config;
   // A brand-new connection that sends nothing is a slowloris too: it gets header_read.
   timer_.guard(socket_, first_request_ ? accepted_ + config.timeouts.header_read
                                        : now() + config.timeouts.idle);
-  // An idle connection holds no read buffer: its storage goes back to the worker while it
-  // waits, and is taken again when bytes arrive.
-  in_.release(worker_.buffers);
+  // An idle connection holds no read buffer and no request state: both go back to the worker
+  // while it waits, and are taken again when bytes arrive.
+  give_back_context();
   idle_ = true;
   auto [wec] = co_await socket_.async_wait(net::socket_base::wait_read, http::kTuple);
   idle_ = false;
   // Silence until the deadline, or the client leaving: close without an answer (nothing was
   // asked).
   if (wec) co_return false;
-  auto room = in_.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
+  take_context();
+  auto room = ctx_->in.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
   auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
   if (ec) co_return false;
-  in_.commit(n);
+  ctx_->in.commit(n);
   co_return true;
 }
 
@@ -150,45 +163,45 @@ http::Task<Connection::HeadResult> Connection::read_head() {
   timer_.guard(socket_, deadline);
   for (;;) {
     // Empty lines before a request line are ignored (RFC 9112 §2.2).
-    while (in_.data().starts_with("\r\n") || in_.data().starts_with("\n")) {
-      in_.consume(in_.data().starts_with("\r\n") ? 2 : 1);
+    while (ctx_->in.data().starts_with("\r\n") || ctx_->in.data().starts_with("\n")) {
+      ctx_->in.consume(ctx_->in.data().starts_with("\r\n") ? 2 : 1);
     }
-    const std::size_t head_end = find_head_end(in_.data());
+    const std::size_t head_end = find_head_end(ctx_->in.data());
     if (head_end != std::string_view::npos) {
-      reply_ = check_buffered_head(head_end);
-      if (!reply_) reply_ = parse_head(head_end);
-      if (!reply_) co_return HeadResult::ready;
+      ctx_->reply = check_buffered_head(head_end);
+      if (!ctx_->reply) ctx_->reply = parse_head(head_end);
+      if (!ctx_->reply) co_return HeadResult::ready;
       co_await answer();
       co_return HeadResult::refused;
     }
-    const std::string_view data = in_.data();
+    const std::string_view data = ctx_->in.data();
     const auto line_end = data.find('\n');
     if ((line_end == std::string_view::npos && data.size() > max_line(config)) ||
         (line_end != std::string_view::npos && line_end > max_line(config))) {
-      reply_ = filter::refuse(414, reason::kUriTooLong, true);
-    co_await answer();
+      ctx_->reply = filter::refuse(414, reason::kUriTooLong, true);
+      co_await answer();
       co_return HeadResult::refused;
     }
     if (data.size() > max_block(config)) {
-      reply_ = filter::refuse(431, reason::kHeadersTooLarge, true);
-    co_await answer();
+      ctx_->reply = filter::refuse(431, reason::kHeadersTooLarge, true);
+      co_await answer();
       co_return HeadResult::refused;
     }
-    auto room = in_.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
+    auto room = ctx_->in.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
     auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
     if (timer_.fired()) {
-      reply_ = filter::refuse(408, reason::kHeaderTimeout, true);
-    co_await answer();
+      ctx_->reply = filter::refuse(408, reason::kHeaderTimeout, true);
+      co_await answer();
       co_return HeadResult::refused;
     }
     if (ec) co_return HeadResult::gone;  // the client went away mid-header
-    in_.commit(n);
+    ctx_->in.commit(n);
   }
 }
 
 filter::LocalReply Connection::check_buffered_head(std::size_t head_end) {
   // The raw bytes are checked for what a parser may accept silently (obs-fold, bare CR, NUL).
-  const std::string_view block = in_.data().substr(0, head_end);
+  const std::string_view block = ctx_->in.data().substr(0, head_end);
   const auto first_line = block.find('\n');
   if (const auto v = http::check_raw_header_block(block.substr(first_line + 1))) {
     return filter::refuse(v.status, v.reason, true);
@@ -201,45 +214,47 @@ filter::LocalReply Connection::check_buffered_head(std::size_t head_end) {
 
 filter::LocalReply Connection::parse_head(std::size_t head_end) {
   const config::Listener& config = *listener_runtime_->config;
-  parser_.emplace(fields_, config.limits.max_headers);
-  parser_->header_limit(static_cast<std::uint32_t>(max_block(config) + 1));
-  parser_->body_limit(config.limits.max_body_bytes);
+  ctx_->parser.emplace(ctx_->fields, config.limits.max_headers);
+  ctx_->parser->header_limit(static_cast<std::uint32_t>(max_block(config) + 1));
+  ctx_->parser->body_limit(config.limits.max_body_bytes);
   error_code ec;
-  const std::size_t used = parser_->put(net::buffer(in_.data().data(), in_.size()), ec);
-  if (ec == beast_http::error::need_more && parser_->is_header_done()) ec = {};
+  const std::size_t used =
+      ctx_->parser->put(net::buffer(ctx_->in.data().data(), ctx_->in.size()), ec);
+  if (ec == beast_http::error::need_more && ctx_->parser->is_header_done()) ec = {};
   if (ec == beast_http::error::body_limit) return filter::refuse(413, reason::kBodyTooLarge, true);
   if (ec == beast_http::error::header_limit) {
     return filter::refuse(431, reason::kHeadersTooLarge, true);
   }
-  if (ec || !parser_->is_header_done()) {
+  if (ec || !ctx_->parser->is_header_done()) {
     // The whole head was buffered, so this is a parse error; name the rule it breaks when one
     // of ours does (the parser stops at the first problem without saying which).
     const http::HeaderLimits limits{config.limits.max_headers, config.limits.max_header_bytes};
-    const auto v = http::check_request_head(in_.data().substr(0, head_end), limits,
+    const auto v = http::check_request_head(ctx_->in.data().substr(0, head_end), limits,
                                             config.limits.max_uri_bytes);
     return filter::refuse(v ? v.status : 400, v ? v.reason : reason::kMalformed, true);
   }
   // The head's bytes stay where they are (the views point at them) until the next read.
-  in_.consume(used);
+  ctx_->in.consume(used);
   return {};
 }
 
 filter::LocalReply Connection::admit() {
   const config::Listener& config = *listener_runtime_->config;
-  http::RequestParser& parser = *parser_;
-  log_method_.assign(parser.method());
+  http::RequestParser& parser = *ctx_->parser;
+  ctx_->log_method.assign(parser.method());
   head_request_ = parser.verb() == beast_http::verb::head;
   keep_alive_ = parser.keep_alive();
   const auto target = http::check_target_into(parser.target(), parser.method(),
-                                              config.limits.max_uri_bytes, target_);
+                                              config.limits.max_uri_bytes, ctx_->target);
   // A refused target is logged as received (bounded; the log escapes it).
-  log_path_.assign(target ? parser.target().substr(0, 256) : std::string_view(target_.path));
-  const std::string_view id = http::field_value(fields_, "x-request-id");
-  if (observe::is_valid_request_id(id)) request_id_.assign(id);
+  ctx_->log_path.assign(target ? parser.target().substr(0, 256)
+                               : std::string_view(ctx_->target.path));
+  const std::string_view id = http::field_value(ctx_->fields, "x-request-id");
+  if (observe::is_valid_request_id(id)) ctx_->request_id.assign(id);
   if (target) return filter::refuse(target.status, target.reason, true);
   http::Framing framing;
   const http::HeaderLimits limits{config.limits.max_headers, config.limits.max_header_bytes};
-  if (const auto v = http::check_headers(fields_, parser.version() % 10, limits, &framing)) {
+  if (const auto v = http::check_headers(ctx_->fields, parser.version() % 10, limits, &framing)) {
     return filter::refuse(v.status, v.reason, true);
   }
   has_body_ = framing.chunked || framing.content_length.value_or(0) > 0;
@@ -251,68 +266,70 @@ filter::LocalReply Connection::admit() {
 }
 
 filter::LocalReply Connection::route_request(const http::Framing& framing) {
-  const std::string_view host =
-      target_.authority.empty() ? http::field_value(fields_, "host") : target_.authority;
-  const auto match = snapshot_->router.match(host, target_.asterisk ? "*" : target_.path,
-                                             parser_->method());
+  const std::string_view host = ctx_->target.authority.empty()
+                                    ? http::field_value(ctx_->fields, "host")
+                                    : ctx_->target.authority;
+  const auto match = snapshot_->router.match(host, ctx_->target.asterisk ? "*" : ctx_->target.path,
+                                             ctx_->parser->method());
   if (match.route < 0) {
     if (!match.method_mismatch) return filter::refuse(404, reason::kNoRoute, has_body_);
     filter::LocalReply reply = filter::refuse(405, reason::kMethodNotAllowed, has_body_);
-    allow_.clear();
-    for (const auto& method : match.allowed) allow_.append(allow_.empty() ? "" : ", ").append(method);
-    reply.add_header("Allow", allow_);
+    ctx_->allow.clear();
+    for (const auto& method : match.allowed)
+      ctx_->allow.append(ctx_->allow.empty() ? "" : ", ").append(method);
+    reply.add_header("Allow", ctx_->allow);
     return reply;
   }
   route_ = &snapshot_->routes[static_cast<std::size_t>(match.route)];
-  chain_.begin(listener_runtime_->filters.get(), route_->filters.get());
+  ctx_->chain.begin(listener_runtime_->filters.get(), route_->filters.get());
   filter::RequestInfo info;
-  info.method = parser_->method();
-  info.path = target_.path;
-  info.query = target_.query;
+  info.method = ctx_->parser->method();
+  info.path = ctx_->target.path;
+  info.query = ctx_->target.query;
   info.host = host;
   info.client_ip = client_ip_;
-  info.headers = fields_;
+  info.headers = ctx_->fields;
   info.has_body = has_body_;
   info.now = now();
-  if (filter::LocalReply reply = chain_.on_request(info)) return reply;
+  if (filter::LocalReply reply = ctx_->chain.on_request(info)) return reply;
   if (route_->cluster == nullptr || route_->cluster->endpoints.empty()) {
     return filter::refuse(503, reason::kNoEndpoint, has_body_);
   }
 
-  upstream::ExchangeRequest& x = exchange_request_;
+  upstream::ExchangeRequest& x = ctx_->exchange_request;
   x.snapshot = snapshot_.get();
   x.route = route_;
   x.listener = listener_runtime_->config;
-  x.chain = &chain_;
+  x.chain = &ctx_->chain;
   x.start = start_;
   x.head = {};
-  x.head.method = parser_->method();
-  x.head.path = target_.path;
-  x.head.query = target_.query;
-  x.head.has_query = target_.has_query;
-  x.head.fields = fields_;
-  x.head.authority = target_.authority;
+  x.head.method = ctx_->parser->method();
+  x.head.path = ctx_->target.path;
+  x.head.query = ctx_->target.query;
+  x.head.has_query = ctx_->target.has_query;
+  x.head.fields = ctx_->fields;
+  x.head.authority = ctx_->target.authority;
   x.head.client_ip = client_ip_;
-  x.head.request_id = request_id_;
+  x.head.request_id = ctx_->request_id;
   x.has_body = has_body_;
   x.chunked_body = framing.chunked;
   // HTTP/1.0 clients know no interim answers (RFC 9110 §10.1.1): their Expect is ignored.
-  x.expect_continue = http::iequals(http::field_value(fields_, "expect"), "100-continue") &&
-                      has_body_ && parser_->version() >= 11;
+  x.expect_continue = http::iequals(http::field_value(ctx_->fields, "expect"), "100-continue") &&
+                      has_body_ && ctx_->parser->version() >= 11;
   x.head_request = head_request_;
   x.client_keep_alive = keep_alive_;
-  x.client_version = parser_->version();
+  x.client_version = ctx_->parser->version();
   return {};
 }
 
 http::Task<bool> Connection::proxy() {
-  upstream::ClientLeg client{socket_, in_, in_capacity_, *parser_, out_};
-  upstream::ExchangeResult& result = exchange_result_;
-  co_await exchange_.run(client, exchange_request_, result);
+  upstream::ClientLeg client{socket_, ctx_->in, in_capacity_, *ctx_->parser, ctx_->out, timer_};
+  upstream::ExchangeResult& result = ctx_->exchange_result;
+  co_await ctx_->exchange.run(client, ctx_->exchange_request, result);
   if (result.reply) {
     // Nothing of an answer reached the client: it is told why.
-    reply_ = result.reply;
-    reply_.close = reply_.close || result.close_client || !parser_->is_done();
+    ctx_->reply = result.reply;
+    ctx_->reply.close = ctx_->reply.close || result.close_client || !ctx_->parser->is_done();
     co_return co_await answer();
   }
   if (result.client_gone) {
@@ -329,14 +346,14 @@ http::Task<bool> Connection::proxy() {
 }
 
 http::Task<bool> Connection::answer() {
-  const filter::LocalReply& reply = reply_;
+  const filter::LocalReply& reply = ctx_->reply;
   ensure_request_id();
   const bool keep_alive = keep_alive_ && !reply.close && !worker_.draining;
-  out_.clear();
-  http::write_local_reply(out_, reply, request_id_, keep_alive, head_request_);
+  ctx_->out.clear();
+  http::write_local_reply(ctx_->out, reply, ctx_->request_id, keep_alive, head_request_);
   listener_runtime_->metrics->response(reply.status, reply.reason).inc();
   timer_.guard(socket_, now() + listener_runtime_->config->timeouts.idle);
-  auto [ec, n] = co_await net::async_write(socket_, net::buffer(out_), http::kTuple);
+  auto [ec, n] = co_await net::async_write(socket_, net::buffer(ctx_->out), http::kTuple);
   record(reply.status, reply.reason);
   if (ec || !keep_alive) {
     shutdown(net::socket_base::shutdown_send);
@@ -346,15 +363,15 @@ http::Task<bool> Connection::answer() {
 }
 
 void Connection::ensure_request_id() {
-  if (request_id_.empty()) observe::format_request_id(worker_.random, request_id_);
+  if (ctx_->request_id.empty()) observe::format_request_id(worker_.random, ctx_->request_id);
 }
 
 void Connection::record(int status, std::string_view reason) {
   const TimePoint end = now();
-  chain_.complete({status, reason, end});
+  ctx_->chain.complete({status, reason, end});
   const auto elapsed = end - start_;
   const std::size_t cls = observe::status_class_index(status);
-  const upstream::ExchangeResult& x = exchange_result_;
+  const upstream::ExchangeResult& x = ctx_->exchange_result;
   if (route_ != nullptr && status != 0) {
     auto* rm = route_->metrics;
     if (rm->requests[cls]) rm->requests[cls]->inc();
@@ -376,10 +393,10 @@ void Connection::record(int status, std::string_view reason) {
   // The wall-clock start, from the steady clock's elapsed time (the log's only wall reading).
   r.start = std::chrono::system_clock::now() -
             std::chrono::duration_cast<std::chrono::system_clock::duration>(elapsed);
-  r.request_id = request_id_;
+  r.request_id = ctx_->request_id;
   r.client = client_;
-  r.method = log_method_;
-  r.path = log_path_;
+  r.method = ctx_->log_method;
+  r.path = ctx_->log_path;
   r.status = status;
   if (route_ != nullptr) {
     r.route = route_->config->name;

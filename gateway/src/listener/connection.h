@@ -11,8 +11,9 @@
 //   answer             every answer the gateway makes itself: http/head_writer.h
 //                      write_local_reply, counted per reason, access-logged
 //
-// Buffers live with the connection and keep their capacity from request to request; the
-// per-request state is reset, not reallocated.
+// The per-request state (buffers, parser, exchange, filter state) is a RequestContext from the
+// worker's pool, held while a request is in progress: an idle keep-alive connection holds its
+// socket and its timer, nothing else. Nothing is reallocated per request.
 #pragma once
 
 #include <list>
@@ -24,6 +25,7 @@
 #include "http/connection_io.h"
 #include "http/hygiene.h"
 #include "http/message_parser.h"
+#include "listener/request_context.h"
 #include "listener/worker_state.h"
 #include "upstream/exchange.h"
 
@@ -45,12 +47,14 @@ class Connection {
 
   http::Task<bool> wait_for_request();
   http::Task<HeadResult> read_head();
-  // Sends reply_ (kept in the connection rather than in coroutine frames: Asio reuses frames of
-  // up to about 1 KiB only, and a frame holding LocalReply temporaries grows past that).
+  // Sends ctx_->reply (kept in the context rather than in coroutine frames: Asio reuses frames
+  // of up to about 1 KiB only, and a frame holding LocalReply temporaries grows past that).
   http::Task<bool> answer();
   http::Task<bool> proxy();
 
   void begin_request();
+  void take_context();
+  void give_back_context() noexcept;
   filter::LocalReply check_buffered_head(std::size_t head_end);
   filter::LocalReply parse_head(std::size_t head_end);
   filter::LocalReply admit();
@@ -71,31 +75,20 @@ class Connection {
   bool first_request_ = true;
   bool idle_ = false;
 
-  http::ReadBuffer in_;
   std::size_t in_capacity_ = 0;
-  std::string out_;
   http::DeadlineTimer timer_;
-  std::vector<http::HeaderField> fields_;
-  std::optional<http::RequestParser> parser_;
-  upstream::Exchange exchange_;
+  // The per-request state, from the worker's pool while a request is in progress (an idle
+  // connection holds none).
+  std::unique_ptr<RequestContext> ctx_;
 
   // The request in progress.
   std::shared_ptr<const route::Snapshot> snapshot_;
   const route::ListenerRuntime* listener_runtime_ = nullptr;
   const route::RouteRuntime* route_ = nullptr;
   TimePoint start_;
-  http::NormalizedTarget target_;
-  std::string request_id_;
-  std::string log_method_;
-  std::string log_path_;
-  std::string allow_;  // 405's Allow
   bool keep_alive_ = true;
   bool head_request_ = false;
   bool has_body_ = false;
-  upstream::ExchangeRequest exchange_request_;
-  upstream::ExchangeResult exchange_result_;
-  filter::ChainRun chain_;
-  filter::LocalReply reply_;  // the answer being made by answer()
 };
 
 }  // namespace bulwark::gateway::listener

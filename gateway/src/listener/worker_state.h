@@ -1,6 +1,7 @@
 // The state of one worker that its connections share (listener/worker.cc owns it): the event
 // loop, the clock, the current snapshot, the upstream pools, spare buffers, the drain flag and
-// the list of open connections (for drain). Worker thread only, except `open`.
+// the pooled per-request state, the list of open connections (for drain). Worker thread only,
+// except `open`.
 #pragma once
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include "bulwark/core/clock.h"
 #include "bulwark/core/random.h"
 #include "http/connection_io.h"
+#include "listener/request_context.h"
 #include "route/runtime.h"
 #include "upstream/worker_upstreams.h"
 
@@ -29,7 +31,8 @@ struct WorkerState {
         clock(c),
         shared(s),
         snapshot(std::move(snap)),
-        random(seed) {}
+        random(seed),
+        contexts(upstream::WorkerLeg{ioc.get_executor(), clock, upstreams, buffers, draining}) {}
 
   // Destroyed first (Worker::Impl's destructor): suspended connections are destroyed with it
   // and give back what they hold in the members below on the way out.
@@ -42,6 +45,7 @@ struct WorkerState {
   upstream::WorkerUpstreams upstreams;
   http::BufferPool buffers;
   bool draining = false;
+  RequestContextPool contexts;
   std::list<Connection*> connections;
   std::atomic<uint32_t> open{0};
 };

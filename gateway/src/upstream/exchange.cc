@@ -34,6 +34,7 @@ http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request
                                ExchangeResult& result) {
   request_ = &request;
   result_ = &result;
+  client_ = &client;
   stage_ = Stage::ok;
   head_sent_ = false;
   stream_end_ = {};
@@ -44,11 +45,11 @@ http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request
   route_deadline_ = request.start + request.route->config->timeouts.request;
 
   const route::ClusterRuntime& cluster = *request.route->cluster;
-  const std::size_t pick = pick_endpoint(
-      cluster.config->lb, worker_.upstreams.next_cursor(*request.snapshot, cluster),
-      cluster.endpoints.size(), [&](std::size_t i) {
-        return worker_.upstreams.pool(*request.snapshot, cluster.endpoints[i]).active;
-      });
+  const std::size_t pick =
+      pick_endpoint(cluster.config->lb, worker_.upstreams.next_cursor(*request.snapshot, cluster),
+                    cluster.endpoints.size(), [&](std::size_t i) {
+                      return worker_.upstreams.pool(*request.snapshot, cluster.endpoints[i]).active;
+                    });
   const route::EndpointRuntime& endpoint = cluster.endpoints[pick];
   result.endpoint = &endpoint;
   EndpointPool& pool = worker_.upstreams.pool(*request.snapshot, endpoint);
@@ -120,11 +121,11 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
   const route::EndpointRuntime& endpoint = *result_->endpoint;
   socket_.emplace(worker_.executor);
   const Binding deadline = connect_deadline(now(), cluster.connect_timeout, route_deadline_);
-  worker_.timer.guard(*socket_, deadline.at);
+  client_->timer.guard(*socket_, deadline.at);
   auto [ec] = co_await socket_->async_connect(endpoint.endpoint, http::kTuple);
   if (ec) {
     if (endpoint.metrics->connect_failures) endpoint.metrics->connect_failures->inc();
-    if (worker_.timer.fired()) {
+    if (client_->timer.fired()) {
       fail(504, deadline.reason);
     } else {
       fail(502, reason::kConnectFailure);
@@ -147,12 +148,12 @@ http::Task<void> Exchange::send_request(ClientLeg& client, bool first_round) {
   // Whatever body is already buffered goes with the head, unless the client waits for
   // 100 Continue before it sends any.
   if (body_pending && !request_->expect_continue && !pump_request_body(client)) co_return;
-  worker_.timer.guard(*socket_, route_deadline_);
+  client_->timer.guard(*socket_, route_deadline_);
   auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
   if (ec) {
-    fail(worker_.timer.fired() ? 504 : 502,
-         worker_.timer.fired() ? reason::kRequestTimeout : reason::kUpstreamReset);
-    if (request_->has_body && !worker_.timer.fired()) {
+    fail(client_->timer.fired() ? 504 : 502,
+         client_->timer.fired() ? reason::kRequestTimeout : reason::kUpstreamReset);
+    if (request_->has_body && !client_->timer.fired()) {
       // The upstream stopped taking the request: its answer (a refusal of the upload, often)
       // may still be in the receive queue; it is read next, and the client's unread body makes
       // its connection close afterwards.
@@ -165,7 +166,7 @@ http::Task<void> Exchange::send_request(ClientLeg& client, bool first_round) {
   }
   if (!body_pending) co_return;
   if (request_->expect_continue && first_round) {
-    worker_.timer.guard(client.socket, now() + request_->listener->timeouts.idle);
+    client_->timer.guard(client.socket, now() + request_->listener->timeouts.idle);
     auto [cec, cn] =
         co_await net::async_write(client.socket, net::buffer(http::kContinue), http::kTuple);
     if (cec) {
@@ -185,10 +186,10 @@ http::Task<void> Exchange::send_body(ClientLeg& client) {
     client.out.clear();
     if (!pump_request_body(client)) co_return;
     if (client.out.empty()) {
-      worker_.timer.guard(client.socket, deadline.at);
+      client_->timer.guard(client.socket, deadline.at);
       auto room = client.buffer.prepare(worker_.buffers, client.buffer_capacity, 4096);
       auto [ec, n] = co_await client.socket.async_read_some(room, http::kTuple);
-      if (ec && worker_.timer.fired()) {
+      if (ec && client_->timer.fired()) {
         request_body_failed_ = true;
         upstream_reusable_ = false;
         result_->close_client = true;
@@ -202,10 +203,10 @@ http::Task<void> Exchange::send_body(ClientLeg& client) {
       client.buffer.commit(n);
       continue;
     }
-    worker_.timer.guard(*socket_, route_deadline_);
+    client_->timer.guard(*socket_, route_deadline_);
     auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
     if (ec) {
-      if (worker_.timer.fired()) {
+      if (client_->timer.fired()) {
         fail(504, reason::kRequestTimeout);
         co_return;
       }
@@ -220,9 +221,8 @@ http::Task<void> Exchange::send_body(ClientLeg& client) {
 bool Exchange::pump_request_body(ClientLeg& client) {
   while (!client.parser.is_done() && !client.buffer.empty()) {
     error_code ec;
-    const std::size_t used = client.parser.put(net::buffer(client.buffer.data().data(),
-                                                           client.buffer.size()),
-                                               ec);
+    const std::size_t used =
+        client.parser.put(net::buffer(client.buffer.data().data(), client.buffer.size()), ec);
     const std::string_view piece = client.parser.take_piece();
     if (!piece.empty()) {
       result_->bytes_in += piece.size();
@@ -253,7 +253,8 @@ void Exchange::fail_request_body(const error_code& ec) {
   result_->close_client = true;
   if (ec == beast_http::error::body_limit) {
     fail(413, reason::kBodyTooLarge);
-  } else if (ec.category() == beast_http::make_error_code(beast_http::error::bad_chunk).category()) {
+  } else if (ec.category() ==
+             beast_http::make_error_code(beast_http::error::bad_chunk).category()) {
     fail(400, reason::kMalformed);
   } else {
     // The client went away: nobody to answer.
@@ -265,9 +266,10 @@ void Exchange::fail_request_body(const error_code& ec) {
 
 http::Task<void> Exchange::read_response_head() {
   const config::Route& route = *request_->route->config;
-  const auto budget = route.timeouts.first_byte ? route.timeouts.first_byte : route.timeouts.per_try;
+  const auto budget =
+      route.timeouts.first_byte ? route.timeouts.first_byte : route.timeouts.per_try;
   const Binding deadline = first_byte_deadline(now(), budget, route_deadline_);
-  worker_.timer.guard(*socket_, deadline.at);
+  client_->timer.guard(*socket_, deadline.at);
   for (;;) {
     parser_.emplace(fields_, kMaxUpstreamFields);
     parser_->header_limit(kUpstreamHeaderLimit);
@@ -277,8 +279,7 @@ http::Task<void> Exchange::read_response_head() {
     for (;;) {
       if (!in_.empty()) {
         error_code ec;
-        const std::size_t used =
-            parser_->put(net::buffer(in_.data().data(), in_.size()), ec);
+        const std::size_t used = parser_->put(net::buffer(in_.data().data(), in_.size()), ec);
         in_.consume(used);
         if (!ec && parser_->is_header_done()) break;
         if (ec && ec != beast_http::error::need_more) {
@@ -289,8 +290,8 @@ http::Task<void> Exchange::read_response_head() {
       auto room = in_.prepare(worker_.buffers, kUpstreamBufferBytes, kMinReadRoom);
       auto [ec, n] = co_await socket_->async_read_some(room, http::kTuple);
       if (ec) {
-        fail_response_head(ec, worker_.timer.fired());
-        if (worker_.timer.fired()) fail(deadline.status, deadline.reason);
+        fail_response_head(ec, client_->timer.fired());
+        if (client_->timer.fired()) fail(deadline.status, deadline.reason);
         co_return;
       }
       received_any_ = true;
@@ -377,14 +378,14 @@ http::Task<void> Exchange::relay_body(ClientLeg& client) {
       break;
     }
     const Binding deadline = stream_read_deadline(t, route.timeouts.stream_idle, stream_deadline);
-    worker_.timer.guard(*socket_, deadline.at);
+    client_->timer.guard(*socket_, deadline.at);
     auto room = in_.prepare(worker_.buffers, kUpstreamBufferBytes, kMinReadRoom);
     auto [ec, n] = co_await socket_->async_read_some(room, http::kTuple);
     if (!ec) {
       in_.commit(n);
       continue;
     }
-    if (worker_.timer.fired()) {
+    if (client_->timer.fired()) {
       stream_end_ = deadline.reason;
     } else if (ec == net::error::eof && parser_->need_eof()) {
       error_code eof_ec;
@@ -433,13 +434,12 @@ bool Exchange::pump_response_body(std::string& out) {
 }
 
 http::Task<bool> Exchange::write_to_client(ClientLeg& client) {
-  worker_.timer.guard(client.socket,
-                      now() + request_->route->config->timeouts.stream_idle);
+  client_->timer.guard(client.socket, now() + request_->route->config->timeouts.stream_idle);
   auto [ec, n] = co_await net::async_write(client.socket, net::buffer(client.out), http::kTuple);
   client.out.clear();
   if (ec) {
     // A client that stops reading is cut at stream_idle like a silent upstream.
-    stream_end_ = worker_.timer.fired() ? reason::kStreamIdleTimeout : reason::kClientClosed;
+    stream_end_ = client_->timer.fired() ? reason::kStreamIdleTimeout : reason::kClientClosed;
     co_return false;
   }
   head_sent_ = true;
@@ -452,8 +452,8 @@ void Exchange::fail(int status, std::string_view reason) {
 }
 
 void Exchange::finish(EndpointPool& pool) {
-  const bool clean = stage_ == Stage::ok && stream_end_.empty() &&
-                     (framing_.no_body || parser_->is_done());
+  const bool clean =
+      stage_ == Stage::ok && stream_end_.empty() && (framing_.no_body || parser_->is_done());
   const PoolFacts facts{clean, upstream_reusable_, clean && parser_->keep_alive(), !in_.empty(),
                         worker_.draining};
   if (socket_ && can_pool(facts)) {

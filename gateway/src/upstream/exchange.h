@@ -16,8 +16,8 @@
 // Failures before anything of the answer reached the client come back as a LocalReply for
 // the listener to send (502/503/504 with their reasons); after that, the stream is cut and the
 // guard's reason is logged and counted. Every wait is guarded by the connection's one
-// DeadlineTimer. An Exchange lives with its client connection and is reused for every request
-// on it (its buffers keep their capacity).
+// DeadlineTimer. An Exchange is part of a worker's pooled per-request state
+// (listener/request_context.h): reused request after request, its buffers keep their capacity.
 #pragma once
 
 #include <optional>
@@ -42,6 +42,7 @@ struct ClientLeg {
   std::size_t buffer_capacity;
   http::RequestParser& parser;  // the head is parsed; the body is read through it
   std::string& out;             // the connection's write buffer
+  http::DeadlineTimer& timer;   // the connection's one timer, for both sides
 };
 
 // The worker's things the exchange uses.
@@ -50,7 +51,6 @@ struct WorkerLeg {
   const Clock& clock;
   WorkerUpstreams& upstreams;
   http::BufferPool& buffers;
-  http::DeadlineTimer& timer;
   const bool& draining;
 };
 
@@ -70,8 +70,8 @@ struct ExchangeRequest {
 };
 
 struct ExchangeResult {
-  int status = 0;  // the upstream's status once its head was relayed
-  std::string_view reason;  // why a stream ended early (filter/reasons.h)
+  int status = 0;            // the upstream's status once its head was relayed
+  std::string_view reason;   // why a stream ended early (filter/reasons.h)
   filter::LocalReply reply;  // to send when nothing of the answer reached the client
   const route::EndpointRuntime* endpoint = nullptr;
   uint32_t attempts = 0;
@@ -86,6 +86,9 @@ class Exchange {
   explicit Exchange(WorkerLeg worker) : worker_(worker) {}
 
   http::Task<void> run(ClientLeg& client, const ExchangeRequest& request, ExchangeResult& result);
+  // The request was abandoned half-way (its connection is being destroyed): closes the
+  // upstream connection, which can carry nothing else.
+  void abandon() noexcept { close_upstream(); }
 
  private:
   enum class Stage : uint8_t { ok, failed, client_gone };
@@ -111,6 +114,7 @@ class Exchange {
 
   WorkerLeg worker_;
   // Per request.
+  ClientLeg* client_ = nullptr;
   const ExchangeRequest* request_ = nullptr;
   ExchangeResult* result_ = nullptr;
   Stage stage_ = Stage::ok;
