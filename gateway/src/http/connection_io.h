@@ -16,6 +16,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -35,8 +36,9 @@ using Acceptor = boost::asio::basic_socket_acceptor<boost::asio::ip::tcp, Execut
 template <class T>
 using Task = boost::asio::awaitable<T, Executor>;
 // Named so that co_await expressions take an lvalue (GCC 12 mishandles some temporaries inside
-// co_await operands).
-inline constexpr auto kTuple = boost::asio::as_tuple(boost::asio::use_awaitable_t<Executor>{});
+// co_await operands). `deferred` rather than `use_awaitable`: the coroutine awaits the
+// operation itself, without a coroutine frame of Asio's own per operation.
+inline constexpr auto kTuple = boost::asio::as_tuple(boost::asio::deferred);
 
 class BufferPool {
  public:

@@ -1,6 +1,7 @@
 #include "http/head_writer.h"
 
 #include <charconv>
+#include <cstring>
 
 namespace bulwark::gateway::http {
 
@@ -8,8 +9,32 @@ namespace {
 
 char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
+// One size check and two copies per line (instead of four appends).
 void append_line(std::string& out, std::string_view name, std::string_view value) {
-  out.append(name).append(": ").append(value).append("\r\n");
+  const std::size_t at = out.size();
+  out.resize(at + name.size() + value.size() + 4);
+  char* p = out.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  *p++ = ' ';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
+}
+
+// `name` is a field name (an RFC 9110 token: the parser refused anything else) and `lowered`
+// a lower-case constant of letters, digits and '-': OR-ing 0x20 folds the case of letters and
+// leaves every other token character that could match one of those unchanged.
+bool is_named(std::string_view name, std::string_view lowered) noexcept {
+  if (name.size() != lowered.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    if ((static_cast<unsigned char>(name[i]) | 0x20U) != static_cast<unsigned char>(lowered[i])) {
+      return false;
+    }
+  }
+  return true;
 }
 
 void append_number(std::string& out, uint64_t n) {
@@ -58,7 +83,7 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
 void connection_tokens(std::span<const HeaderField> fields, std::vector<std::string_view>& tokens) {
   tokens.clear();
   for (const auto& f : fields) {
-    if (!iequals(f.name, "connection")) continue;
+    if (!is_named(f.name, "connection")) continue;
     std::string_view rest = f.value;
     while (!rest.empty()) {
       const auto comma = rest.find(',');
@@ -80,7 +105,7 @@ bool is_hop_by_hop(std::string_view name, std::span<const std::string_view> toke
     case 18:
     case 19:
       for (const auto fixed : kFixedHopByHop) {
-        if (iequals(name, fixed)) return true;
+        if (is_named(name, fixed)) return true;
       }
       break;
     default:
@@ -88,8 +113,8 @@ bool is_hop_by_hop(std::string_view name, std::span<const std::string_view> toke
   }
   if (tokens.empty()) return false;
   // Framing and Host are never hop-by-hop, whatever Connection says.
-  if (iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
-      iequals(name, "host")) {
+  if (is_named(name, "content-length") || is_named(name, "transfer-encoding") ||
+      is_named(name, "host")) {
     return false;
   }
   for (const auto token : tokens) {
@@ -98,9 +123,10 @@ bool is_hop_by_hop(std::string_view name, std::span<const std::string_view> toke
   return false;
 }
 
-std::string_view field_value(std::span<const HeaderField> fields, std::string_view name) noexcept {
+std::string_view field_value(std::span<const HeaderField> fields,
+                             std::string_view lowered_name) noexcept {
   for (const auto& f : fields) {
-    if (iequals(f.name, name)) return f.value;
+    if (is_named(f.name, lowered_name)) return f.value;
   }
   return {};
 }
@@ -143,15 +169,15 @@ void append_request_head(std::string& out, const UpstreamRequestHead& head,
   bool has_host = false;
   std::size_t xff_lines = 0;
   for (const auto& f : head.fields) {
-    if (is_hop_by_hop(f.name, scratch_tokens) || iequals(f.name, "expect") ||
-        iequals(f.name, "x-forwarded-proto") || iequals(f.name, "x-request-id")) {
+    if (is_hop_by_hop(f.name, scratch_tokens) || is_named(f.name, "expect") ||
+        is_named(f.name, "x-forwarded-proto") || is_named(f.name, "x-request-id")) {
       continue;
     }
-    if (iequals(f.name, "x-forwarded-for")) {
+    if (is_named(f.name, "x-forwarded-for")) {
       ++xff_lines;
       continue;
     }
-    if (iequals(f.name, "host")) {
+    if (is_named(f.name, "host")) {
       if (!head.authority.empty() || f.value.empty()) continue;
       has_host = true;
     }
@@ -161,7 +187,7 @@ void append_request_head(std::string& out, const UpstreamRequestHead& head,
   out.append("x-forwarded-for: ");
   if (xff_lines != 0) {
     for (const auto& f : head.fields) {
-      if (!iequals(f.name, "x-forwarded-for") || f.value.empty()) continue;
+      if (!is_named(f.name, "x-forwarded-for") || f.value.empty()) continue;
       out.append(f.value).append(", ");
     }
   }
@@ -214,7 +240,7 @@ void append_response_head(std::string& out, const ClientResponseHead& head,
   bool te_written = false;
   for (const auto& f : head.fields) {
     if (is_hop_by_hop(f.name, scratch_tokens)) continue;
-    if (iequals(f.name, "transfer-encoding")) {
+    if (is_named(f.name, "transfer-encoding")) {
       if (head.framing.drop_te) continue;
       if (head.framing.unchunk) {
         const std::string_view rest = without_chunked(f.value);
@@ -232,7 +258,7 @@ void append_response_head(std::string& out, const ClientResponseHead& head,
       }
       if (te_written) continue;
     }
-    if (iequals(f.name, "x-request-id")) {
+    if (is_named(f.name, "x-request-id")) {
       if (f.value.empty()) continue;  // replaced by the gateway's id below
       has_request_id = true;
     }

@@ -35,8 +35,10 @@ void connection_tokens(std::span<const HeaderField> fields, std::vector<std::str
 // Whether `name` is hop-by-hop given the Connection tokens of its message.
 bool is_hop_by_hop(std::string_view name, std::span<const std::string_view> tokens) noexcept;
 
-// The value of the first field called `name` (any case), or empty.
-std::string_view field_value(std::span<const HeaderField> fields, std::string_view name) noexcept;
+// The value of the first field called `lowered_name` (given in lower case; the fields' names
+// match in any case), or empty.
+std::string_view field_value(std::span<const HeaderField> fields,
+                             std::string_view lowered_name) noexcept;
 
 // The gateway's own answer, as HTTP/1.1. `head_only` (a HEAD request) writes the head with the
 // Content-Length the body would have and no body (RFC 9110 §9.3.2).
