@@ -55,6 +55,7 @@ double class_total(const std::array<observe::Counter*, 5>& counters, std::size_t
 struct Gateway::Impl {
   Impl(GatewayOptions o, config::Config c)
       : options(std::move(o)),
+        clock(options.clock != nullptr ? *options.clock : SystemClock::instance()),
         startup(std::make_shared<const config::Config>(std::move(c))),
         logs({bulwark::observe::make_stderr_sink()},
              {.level = bulwark::observe::parse_log_level(startup->logging.level)}),
@@ -62,6 +63,7 @@ struct Gateway::Impl {
         shared(registry) {}
 
   GatewayOptions options;
+  const Clock& clock;
   std::shared_ptr<const config::Config> startup;
   bulwark::observe::LogSystem logs;
   bulwark::observe::Logger log;
@@ -131,7 +133,7 @@ void Gateway::Impl::write_ready_file(const std::vector<uint16_t>& ports, uint16_
 
 void Gateway::start() {
   auto& s = *impl_;
-  s.started = SystemClock::instance().now();
+  s.started = s.clock.now();
   unsigned n = s.startup->workers;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   std::random_device rd;
@@ -141,7 +143,7 @@ void Gateway::start() {
   }
   std::vector<uint16_t>& ports = s.ports;
   for (unsigned i = 0; i < n; ++i) {
-    auto w = std::make_unique<Worker>(SystemClock::instance(), s.shared, s.current, (uint64_t{rd()} << 32) ^ rd());
+    auto w = std::make_unique<Worker>(s.clock, s.shared, s.current, (uint64_t{rd()} << 32) ^ rd());
     const auto bound = w->listen(endpoints);  // throws naming the address
     if (i == 0) {
       ports = bound;
@@ -256,8 +258,7 @@ json Gateway::Impl::stats() {
   const auto snap = snapshot();
   json doc;
   doc["version"] = kVersion;
-  doc["uptime_seconds"] =
-      std::chrono::duration<double>(SystemClock::instance().now() - started).count();
+  doc["uptime_seconds"] = std::chrono::duration<double>(clock.now() - started).count();
   doc["generation"] = snap->generation;
   doc["workers"] = workers.size();
   doc["draining"] = shared.draining.load();
@@ -338,7 +339,7 @@ void Gateway::drain() {
       {{"drain_timeout_ms",
         std::chrono::duration<double, std::milli>(s.startup->shutdown.drain_timeout).count()}});
   for (auto& w : s.workers) w->begin_drain();
-  const TimePoint deadline = SystemClock::instance().now() + s.startup->shutdown.drain_timeout;
+  const TimePoint deadline = s.clock.now() + s.startup->shutdown.drain_timeout;
   net::io_context ioc;
   net::steady_timer timer(ioc);
   // Poll the connection counts (cheap atomics) until they reach zero or the deadline passes.
@@ -346,7 +347,7 @@ void Gateway::drain() {
     uint32_t open = 0;
     for (auto& w : s.workers) open += w->open_connections();
     if (open == 0) break;
-    if (SystemClock::instance().now() >= deadline) {
+    if (s.clock.now() >= deadline) {
       s.log.warn("drain deadline reached; closing remaining connections",
                  {{"connections", static_cast<uint64_t>(open)}});
       break;

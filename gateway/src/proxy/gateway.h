@@ -26,6 +26,7 @@
 #include <string>
 
 #include "admin/admin_server.h"
+#include "bulwark/core/clock.h"
 #include "config/config.h"
 
 namespace bulwark::gateway::proxy {
@@ -33,6 +34,9 @@ namespace bulwark::gateway::proxy {
 struct GatewayOptions {
   std::string config_path;
   std::string ready_file;  // empty: none
+  // Every time reading of the gateway and its workers (deadlines, durations, drain). Null: the
+  // system's steady clock.
+  const Clock* clock = nullptr;
 };
 
 class Gateway {
