@@ -75,7 +75,7 @@ class SseTest(GatewayTest):
 
 
 class LargeBodyTest(GatewayTest):
-    def _stream_and_watch_rss(self, path, expected, limit_kib=64 * 1024):
+    def _stream_and_watch_rss(self, path, expected, limit_kib=8 * 1024):
         up = self.start_upstream()
         gw = self.gateway_for(up)
         # Warm up so one-time allocations (pools, buffers) are in the baseline.
