@@ -30,6 +30,14 @@ std::size_t max_block(const config::Listener& l) noexcept {
 
 // Where the head ends (after its empty line), or npos. Bare-LF line ends are found too: the
 // parser refuses them with a precise reason.
+}  // namespace
+
+bool release_while_idle(uint32_t open_connections) noexcept {
+  return open_connections > kKeepStateUpToConnections;
+}
+
+namespace {
+
 std::size_t find_head_end(std::string_view data) noexcept {
   if (const auto crlf = data.find("\r\n\r\n"); crlf != std::string_view::npos) return crlf + 4;
   if (const auto lf = data.find("\n\n"); lf != std::string_view::npos) return lf + 2;
@@ -137,8 +145,21 @@ http::Task<bool> Connection::wait_for_request() {
   // A brand-new connection that sends nothing is a slowloris too: it gets header_read.
   timer_.guard(socket_, first_request_ ? accepted_ + config.timeouts.header_read
                                        : now() + config.timeouts.idle);
-  // An idle connection holds no read buffer and no request state: both go back to the worker
-  // while it waits, and are taken again when bytes arrive.
+  if (!release_while_idle(worker_.open.load(std::memory_order_relaxed))) {
+    // Few connections: the next request is read straight into the buffer the connection keeps
+    // (Asio reads at once when bytes are there, without re-arming epoll).
+    take_context();
+    auto room = ctx_->in.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
+    idle_ = true;
+    auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
+    idle_ = false;
+    if (ec) co_return false;  // silence until the deadline, or the client leaving
+    ctx_->in.commit(n);
+    co_return true;
+  }
+  // Many connections: an idle one holds no read buffer and no request state; both go back to
+  // the worker while it waits for readability, and are taken again when bytes arrive (one
+  // epoll re-arm per request, the price of a light idle connection).
   give_back_context();
   idle_ = true;
   auto [wec] = co_await socket_.async_wait(net::socket_base::wait_read, http::kTuple);

@@ -2,7 +2,8 @@
 //
 //   serve()            max_connections, then request after request until either side closes
 //   wait_for_request   the idle wait (a brand-new connection waits at most header_read, a
-//                      kept-alive one `idle`); the connection holds no read buffer meanwhile
+//                      kept-alive one `idle`); with many connections open it holds no read
+//                      buffer meanwhile (release_while_idle)
 //   read_head          the head under the header deadline (408) and the size limits (414,
 //                      431), parsed in place (http/message_parser.h)
 //   admit              hygiene (http/hygiene.h), routing (route/router.h), request filters
@@ -30,6 +31,13 @@
 #include "upstream/exchange.h"
 
 namespace bulwark::gateway::listener {
+
+// Up to this many open connections on a worker, a connection waiting for its next request keeps
+// its request state and read buffer (the cheaper wait); beyond it, waiting connections give
+// them back to the worker (the lighter wait: a few hundred bytes each). The decision is taken at
+// each wait.
+inline constexpr uint32_t kKeepStateUpToConnections = 256;
+bool release_while_idle(uint32_t open_connections) noexcept;
 
 class Connection {
  public:
