@@ -217,8 +217,8 @@ start_haproxy() {  # start_haproxy [PORT]: sets haproxy_port, haproxy_pid (foreg
   wait_http "http://127.0.0.1:$haproxy_port/" "$haproxy_pid" haproxy
 }
 
-start_bulwark() {  # start_bulwark: sets bulwark_port, bulwark_pid (binary: $bin)
-  local dir=$tmp/bulwark
+start_bulwark() {  # start_bulwark [NAME]: sets bulwark_port, bulwark_pid (binary: $bin)
+  local dir=$tmp/${1:-bulwark}
   mkdir -p "$dir"
   rm -f "$dir/ready.json"
   render "$bp_here/configs/bulwark.yaml.in" "$dir/bulwark.yaml" UPSTREAM_PORT="$upstream_port"

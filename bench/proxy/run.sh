@@ -13,6 +13,8 @@
 # Environment:
 #   BULWARK_BIN          gateway binary (default: build/release/gateway/bulwark)
 #   BENCH_SKIP_BULWARK   1: leave the bulwark leg out (HAProxy and nginx only)
+#   BULWARK_BASELINE_BIN a second gateway binary measured in the same run ("baseline" rows,
+#                        e.g. the binary before a change)
 #   BENCH_DURATION       wrk -d per measured run (default 6s)
 #   BENCH_WARMUP         wrk -d of an unrecorded warm-up run before each (default 2s; 0 = none)
 #   BENCH_CONNECTIONS    wrk -c, a list: one scenario per value (default "32 256")
@@ -63,6 +65,16 @@ if [ "$skip_bulwark" != 1 ]; then
   targets+=(bulwark)
   port_of[bulwark]=$bulwark_port
   pid_of[bulwark]=$bulwark_pid
+  if [ -n "${BULWARK_BASELINE_BIN:-}" ]; then
+    # A second gateway binary (e.g. the previous release) measured in the same run.
+    measured_bin=$bin
+    bin=$BULWARK_BASELINE_BIN
+    start_bulwark baseline
+    bin=$measured_bin
+    targets+=(baseline)
+    port_of[baseline]=$bulwark_port
+    pid_of[baseline]=$bulwark_pid
+  fi
 fi
 start_haproxy
 start_nginx_proxy

@@ -17,7 +17,7 @@ from pathlib import Path
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 _LABEL = {"upstream": "upstream direct (no proxy)", "bulwark": "bulwark", "haproxy": "HAProxy",
-          "nginx": "nginx"}
+          "nginx": "nginx", "baseline": "bulwark, baseline binary"}
 
 
 def _ms(text):
@@ -107,7 +107,7 @@ def print_scenario(results, meta, rounds, scenario, targets, clk_tck):
         print("| ratio | requests/s | p50 | p99 | user CPU per request | system CPU per request |")
         print("|---|---|---|---|---|---|")
         b = rows["bulwark"]
-        for other in ("haproxy", "nginx"):
+        for other in ("haproxy", "nginx", "baseline"):
             if other not in rows:
                 continue
             o = rows[other]

@@ -72,39 +72,53 @@ http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
   const bool idempotent = is_idempotent(request_->head.method);
   for (int round = 0; round < 2; ++round) {
     stage_ = Stage::ok;
-    if (filter::LocalReply reply = request_->chain->before_attempt(now())) {
-      result_->reply = reply;
+    result_->reply = request_->chain->before_attempt(now());
+    if (result_->reply) {
       result_->reply.close = result_->reply.close || request_->has_body;
       stage_ = Stage::failed;
       co_return;
     }
+    attempt_started_ = now();
+    received_any_ = false;
+    request_sent_ = false;
     // The replacement round always opens a new connection: the next idle one may be just as
     // dead.
-    if (!co_await open_connection(pool, round == 0)) co_return;
-    ++result_->attempts;
-    const TimePoint started = now();
-    received_any_ = false;
-    bool timed_out = false;
-    co_await send_request(client, round == 0);
-    if (stage_ == Stage::ok) {
-      co_await read_response_head();
-      timed_out = stage_ == Stage::failed && result_->reply.status == 504;
+    const bool connected = co_await open_connection(pool, round == 0);
+    if (connected) {
+      ++result_->attempts;
+      co_await send_request(client, round == 0);
+      if (stage_ == Stage::ok) co_await read_response_head();
     }
-    filter::AttemptOutcome outcome;
-    outcome.kind = stage_ == Stage::ok ? filter::AttemptOutcome::Kind::response
-                                       : (timed_out ? filter::AttemptOutcome::Kind::timeout
-                                                    : filter::AttemptOutcome::Kind::reset);
-    outcome.status = stage_ == Stage::ok ? parser_->status() : 0;
-    outcome.now = now();
-    outcome.elapsed = outcome.now - started;
-    outcome.request_sent = true;
+    const filter::AttemptOutcome outcome = describe_attempt(connected);
     request_->chain->after_attempt(outcome);
-    if (stage_ != Stage::failed || request_body_failed_) co_return;
+    if (!connected || stage_ != Stage::failed || request_body_failed_) co_return;
+    const bool timed_out = outcome.kind == filter::AttemptOutcome::Kind::timeout;
     const StaleFacts facts{reused_, request_->has_body, idempotent, !received_any_, timed_out};
     if (round == 1 || !may_replace_stale(facts)) co_return;
     close_upstream();
     result_->reply = {};
   }
+}
+
+filter::AttemptOutcome Exchange::describe_attempt(bool connected) const {
+  using Kind = filter::AttemptOutcome::Kind;
+  filter::AttemptOutcome outcome;
+  outcome.now = now();
+  outcome.elapsed = outcome.now - attempt_started_;
+  outcome.request_sent = request_sent_;
+  if (stage_ != Stage::failed) {
+    outcome.kind = Kind::response;
+    outcome.status = stage_ == Stage::ok ? parser_->status() : 0;
+  } else if (!connected) {
+    outcome.kind = Kind::connect_failure;
+  } else if (result_->reply.status == 504) {
+    outcome.kind = Kind::timeout;
+  } else if (result_->reply.reason == reason::kBadResponse) {
+    outcome.kind = Kind::bad_response;
+  } else {
+    outcome.kind = Kind::reset;
+  }
+  return outcome;
 }
 
 http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse) {
@@ -149,6 +163,7 @@ http::Task<void> Exchange::send_request(ClientLeg& client, bool first_round) {
   // 100 Continue before it sends any.
   if (body_pending && !request_->expect_continue && !pump_request_body(client)) co_return;
   client_->timer.guard(*socket_, route_deadline_);
+  request_sent_ = true;
   auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
   if (ec) {
     fail(client_->timer.fired() ? 504 : 502,

@@ -103,6 +103,7 @@ class Exchange {
   http::Task<bool> write_to_client(ClientLeg& client);
 
   // Decisions and bookkeeping, no I/O.
+  filter::AttemptOutcome describe_attempt(bool connected) const;
   void fail(int status, std::string_view reason);
   void fail_request_body(const boost::system::error_code& ec);
   void fail_response_head(const boost::system::error_code& ec, bool timed_out);
@@ -124,6 +125,8 @@ class Exchange {
   std::optional<http::Socket> socket_;
   bool reused_ = false;
   bool received_any_ = false;
+  bool request_sent_ = false;  // a request byte may have reached the upstream
+  TimePoint attempt_started_;
   bool request_body_failed_ = false;
   bool upstream_reusable_ = true;
   bool last_chunk_sent_ = false;           // the request body's, upstream
