@@ -30,7 +30,6 @@
 
 #include "bulwark/core/clock.h"
 #include "filter/local_reply.h"
-#include "http/hygiene.h"
 
 namespace bulwark::gateway::filter {
 
@@ -60,7 +59,7 @@ struct RequestInfo {
   std::string_view query;
   std::string_view host;       // Host (or the absolute-form authority)
   std::string_view client_ip;  // the peer's address
-  std::span<const http::HeaderField> headers;
+  std::span<const HeaderLine> headers;
   bool has_body = false;
   TimePoint now;
 };
@@ -129,7 +128,7 @@ class CallPolicy {
 // storage that outlives the write: the filter's state or the snapshot).
 struct ResponseHead {
   int status = 0;
-  std::span<const http::HeaderField> headers;
+  std::span<const HeaderLine> headers;
   std::array<HeaderLine, LocalReply::kMaxExtraHeaders> added{};
   std::size_t added_count = 0;
   void add_header(std::string_view name, std::string_view value) noexcept {

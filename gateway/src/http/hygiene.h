@@ -45,6 +45,8 @@
 #include <string>
 #include <string_view>
 
+#include "filter/local_reply.h"
+
 namespace bulwark::gateway::http {
 
 struct Verdict {
@@ -80,10 +82,9 @@ Verdict check_target_into(std::string_view target, std::string_view method,
 Verdict check_target_reference(std::string_view target, std::string_view method,
                                std::size_t max_uri_bytes, NormalizedTarget& out);
 
-struct HeaderField {
-  std::string_view name;
-  std::string_view value;
-};
+// A header field as views: the filter seam's HeaderLine (filter/ sits below http/, which writes
+// its LocalReplies).
+using HeaderField = filter::HeaderLine;
 
 struct HeaderLimits {
   std::size_t max_headers = 100;
