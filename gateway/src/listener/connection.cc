@@ -86,25 +86,39 @@ void Connection::cancel_if_idle() noexcept {
   socket_.cancel(ignored);
 }
 
-http::Task<void> Connection::serve() {
-  begin_request();
-  if (connections_at_accept_ > listener_runtime_->config->limits.max_connections) {
+http::Task<void> Connection::serve(std::unique_ptr<Connection> self) {
+  Connection& c = *self;
+  c.begin_request();
+  if (c.connections_at_accept_ > c.listener_runtime_->config->limits.max_connections) {
     // Refused before a byte is read: logged without method and path.
-    ctx_->reply = filter::refuse(503, reason::kConnectionLimit, true);
-    co_await answer();
+    c.ctx_->reply = filter::refuse(503, reason::kConnectionLimit, true);
+    co_await c.answer();
     co_return;
   }
   for (;;) {
-    if (!co_await wait_for_request()) co_return;
-    begin_request();
-    const HeadResult head = co_await read_head();
+    // The wait for the next request runs in this frame, the only one an idle connection holds.
+    // Silence until the deadline, the client leaving or a drain: close without an answer.
+    if (!c.ctx_ || c.ctx_->in.empty()) {
+      if (c.worker_.draining) co_return;
+      if (!c.begin_idle_wait()) {
+        auto [wait_error] =
+            co_await c.socket_.async_wait(net::socket_base::wait_read, http::kTuple);
+        if (wait_error) co_return;
+      }
+      auto [read_error, n] = co_await c.socket_.async_read_some(c.read_room(), http::kTuple);
+      c.idle_ = false;
+      if (read_error) co_return;
+      c.ctx_->in.commit(n);
+    }
+    c.begin_request();
+    const HeadResult head = co_await c.read_head();
     if (head != HeadResult::ready) co_return;
-    ctx_->reply = admit();
-    if (ctx_->reply) {
-      if (!co_await answer()) co_return;
+    c.ctx_->reply = c.admit();
+    if (c.ctx_->reply) {
+      if (!co_await c.answer()) co_return;
       continue;
     }
-    if (!co_await proxy()) co_return;
+    if (!co_await c.proxy()) co_return;
   }
 }
 
@@ -138,41 +152,28 @@ void Connection::begin_request() {
     ctx_->fields.reserve(limits.max_headers + 1);
 }
 
-http::Task<bool> Connection::wait_for_request() {
-  if (ctx_ && !ctx_->in.empty()) co_return true;  // pipelined: the next head is already here
-  if (worker_.draining) co_return false;
+bool Connection::begin_idle_wait() {
   const config::Listener& config = *listener_runtime_->config;
   // A brand-new connection that sends nothing is a slowloris too: it gets header_read.
   timer_.guard(socket_, first_request_ ? accepted_ + config.timeouts.header_read
                                        : now() + config.timeouts.idle);
+  idle_ = true;
   if (!release_while_idle(worker_.open.load(std::memory_order_relaxed))) {
     // Few connections: the next request is read straight into the buffer the connection keeps
     // (Asio reads at once when bytes are there, without re-arming epoll).
     take_context();
-    auto room = ctx_->in.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
-    idle_ = true;
-    auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
-    idle_ = false;
-    if (ec) co_return false;  // silence until the deadline, or the client leaving
-    ctx_->in.commit(n);
-    co_return true;
+    return true;
   }
   // Many connections: an idle one holds no read buffer and no request state; both go back to
   // the worker while it waits for readability, and are taken again when bytes arrive (one
   // epoll re-arm per request, the price of a light idle connection).
   give_back_context();
-  idle_ = true;
-  auto [wec] = co_await socket_.async_wait(net::socket_base::wait_read, http::kTuple);
-  idle_ = false;
-  // Silence until the deadline, or the client leaving: close without an answer (nothing was
-  // asked).
-  if (wec) co_return false;
+  return false;
+}
+
+boost::asio::mutable_buffer Connection::read_room() {
   take_context();
-  auto room = ctx_->in.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
-  auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
-  if (ec) co_return false;
-  ctx_->in.commit(n);
-  co_return true;
+  return ctx_->in.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
 }
 
 http::Task<Connection::HeadResult> Connection::read_head() {

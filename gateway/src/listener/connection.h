@@ -1,7 +1,7 @@
 // Connection: one client connection and its keep-alive loop — where a request starts and ends.
 //
 //   serve()            max_connections, then request after request until either side closes
-//   wait_for_request   the idle wait (a brand-new connection waits at most header_read, a
+//   the idle wait      (in serve's own frame) (a brand-new connection waits at most header_read, a
 //                      kept-alive one `idle`); with many connections open it holds no read
 //                      buffer meanwhile (release_while_idle)
 //   read_head          the head under the header deadline (408) and the size limits (414,
@@ -46,14 +46,18 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  http::Task<void> serve();
+  // The connection's life; the coroutine owns the connection (one frame for both).
+  static http::Task<void> serve(std::unique_ptr<Connection> self);
   // Drain: a connection waiting for its next request is closed at once.
   void cancel_if_idle() noexcept;
 
  private:
   enum class HeadResult : uint8_t { ready, refused, gone };
 
-  http::Task<bool> wait_for_request();
+  // The idle wait's decisions (serve() awaits in its own frame): arms the idle deadline and
+  // says whether the connection keeps its state while it waits (else: wait for readability).
+  bool begin_idle_wait();
+  boost::asio::mutable_buffer read_room();
   http::Task<HeadResult> read_head();
   // Sends ctx_->reply (kept in the context rather than in coroutine frames: Asio reuses frames
   // of up to about 1 KiB only, and a frame holding LocalReply temporaries grows past that).

@@ -36,14 +36,6 @@ struct Worker::Impl : WorkerState {
   std::thread thread;
 };
 
-namespace {
-
-http::Task<void> serve_connection(std::unique_ptr<Connection> connection) {
-  co_await connection->serve();
-}
-
-}  // namespace
-
 http::Task<void> Worker::Impl::accept_loop(http::Acceptor& acceptor, std::size_t listener) {
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(http::kTuple);
@@ -60,7 +52,7 @@ http::Task<void> Worker::Impl::accept_loop(http::Acceptor& acceptor, std::size_t
       continue;
     }
     auto connection = std::make_unique<Connection>(*this, std::move(socket), listener);
-    net::co_spawn(ioc.get_executor(), serve_connection(std::move(connection)), net::detached);
+    net::co_spawn(ioc.get_executor(), Connection::serve(std::move(connection)), net::detached);
   }
 }
 
