@@ -31,13 +31,7 @@ results=${IDLE_RESULTS:-$bp_repo/build/idle-rss/$(date -u +%Y%m%dT%H%M%SZ)}
 
 need_tools nginx haproxy wrk curl "$python"
 [[ $k =~ ^[0-9]+$ ]] && [ "$k" -gt 0 ] || die "IDLE_CONNECTIONS: '$k' is not a count"
-for t in "${targets[@]}"; do
-  case $t in
-    bulwark) [ -x "$bin" ] || die "no gateway binary at $bin (set BULWARK_BIN)" ;;
-    haproxy | nginx) ;;
-    *) die "unknown target $t (bulwark, haproxy, nginx)" ;;
-  esac
-done
+check_targets "${targets[@]}"
 
 # The client holds K sockets and the proxy K client plus its upstream sockets (HAProxy asks for
 # about twice its maxconn). Raise the soft limit, and as root the hard one, for this script and

@@ -217,6 +217,18 @@ start_haproxy() {  # start_haproxy [PORT]: sets haproxy_port, haproxy_pid (foreg
   wait_http "http://127.0.0.1:$haproxy_port/" "$haproxy_pid" haproxy
 }
 
+# check_targets NAME...: every name is a proxy the scripts know, and the gateway binary exists.
+check_targets() {
+  local t
+  for t in "$@"; do
+    case $t in
+      bulwark) [ -x "$bin" ] || die "no gateway binary at $bin (set BULWARK_BIN)" ;;
+      haproxy | nginx) ;;
+      *) die "unknown target $t (bulwark, haproxy, nginx)" ;;
+    esac
+  done
+}
+
 start_bulwark() {  # start_bulwark [NAME]: sets bulwark_port, bulwark_pid (binary: $bin)
   local dir=$tmp/${1:-bulwark}
   mkdir -p "$dir"

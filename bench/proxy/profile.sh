@@ -67,13 +67,7 @@ for tool in "${tools[@]}"; do
     *) die "unknown tool $tool (heaptrack, callgrind, strace)" ;;
   esac
 done
-for t in "${targets[@]}"; do
-  case $t in
-    bulwark) [ -x "$bin" ] || die "no gateway binary at $bin (set BULWARK_BIN)" ;;
-    haproxy | nginx) ;;
-    *) die "unknown target $t (bulwark, haproxy, nginx)" ;;
-  esac
-done
+check_targets "${targets[@]}"
 
 mkdir -p "$results"
 results=$(cd "$results" && pwd)

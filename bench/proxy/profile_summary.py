@@ -16,15 +16,9 @@ import re
 import sys
 from pathlib import Path
 
+from summarize import _fields  # the "key: value" lines of meta.txt
+
 _LABEL = {"bulwark": "bulwark", "haproxy": "HAProxy", "nginx": "nginx"}
-
-
-def _fields(path):
-    out = {}
-    for line in Path(path).read_text().splitlines():
-        key, _, value = line.partition(":")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def wrk_requests(path):
