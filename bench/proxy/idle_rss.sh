@@ -51,15 +51,7 @@ results=$(cd "$results" && pwd)
 bp_init
 
 {
-  echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "host: $(uname -sr), $(nproc) cpus"
-  echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "commit: $(git -C "$bp_repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-  echo "haproxy: $(haproxy -v | head -n 1 | awk '{print $3}')"
-  if [[ " ${targets[*]} " == *" bulwark "* ]]; then
-    echo "bulwark: $("$bin" --version) ($bin, built $(date -u -r "$bin" +%Y-%m-%dT%H:%M:%SZ))"
-  fi
+  meta_lines
   echo "connections: $k; nofile: $(ulimit -Sn)"
 } >"$results/meta.txt"
 

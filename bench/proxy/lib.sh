@@ -217,6 +217,22 @@ start_haproxy() {  # start_haproxy [PORT]: sets haproxy_port, haproxy_pid (foreg
   wait_http "http://127.0.0.1:$haproxy_port/" "$haproxy_pid" haproxy
 }
 
+# meta_lines [MEMORY]: the lines every results directory's meta.txt starts with (date, host,
+# load, commit, peer versions, the gateway binary when it is a target); MEMORY=1 adds the RAM.
+meta_lines() {
+  local host="$(uname -sr), $(nproc) cpus"
+  [ "${1:-0}" = 1 ] && host+=", $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host: $host"
+  echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "commit: $(git -C "$bp_repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+  echo "haproxy: $(haproxy -v | head -n 1 | awk '{print $3}')"
+  if [[ " ${targets[*]} " == *" bulwark "* ]]; then
+    echo "bulwark: $("$bin" --version) ($bin, built $(date -u -r "$bin" +%Y-%m-%dT%H:%M:%SZ))"
+  fi
+}
+
 # check_targets NAME...: every name is a proxy the scripts know, and the gateway binary exists.
 check_targets() {
   local t

@@ -173,16 +173,7 @@ measure_strace() {  # measure_strace TARGET SHAPE (the target runs unwrapped)
 }
 
 {
-  echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
-  echo "host: $(uname -sr), $(nproc) cpus, $mem"
-  echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "commit: $(git -C "$bp_repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-  echo "haproxy: $(haproxy -v | head -n 1 | awk '{print $3}')"
-  if [[ " ${targets[*]} " == *" bulwark "* ]]; then
-    echo "bulwark: $("$bin" --version) ($bin, built $(date -u -r "$bin" +%Y-%m-%dT%H:%M:%SZ))"
-  fi
+  meta_lines 1
   echo "tools: heaptrack $(heaptrack --version 2>/dev/null | awk '{print $2}');" \
     "$(valgrind --version 2>/dev/null); strace $(strace -V 2>/dev/null | awk 'NR == 1 {print $4}')"
   echo "load: wrk -t1 -c$connections; heaptrack warm-up $warmup + $heap_short / $heap_long;" \
