@@ -38,7 +38,6 @@ class FilterChain {
   std::span<const std::unique_ptr<ResponseFilter>> response_filters() const noexcept {
     return response_;
   }
-  bool empty() const noexcept { return request_.empty() && call_.empty() && response_.empty(); }
 
  private:
   template <class T>

@@ -80,11 +80,6 @@ void DeadlineTimer::guard(Socket& socket, TimePoint deadline) {
   if (deadline < s.armed_at) arm(deadline);
 }
 
-void DeadlineTimer::unguard() noexcept {
-  state_->guarded = nullptr;
-  state_->deadline = TimePoint::max();
-}
-
 bool DeadlineTimer::fired() const noexcept { return state_->fired; }
 
 void DeadlineTimer::arm(TimePoint at) { arm_state(state_, at); }

@@ -64,8 +64,6 @@ class ReadBuffer {
   std::string_view data() const noexcept { return {storage_.get() + begin_, end_ - begin_}; }
   std::size_t size() const noexcept { return end_ - begin_; }
   bool empty() const noexcept { return begin_ == end_; }
-  bool has_storage() const noexcept { return storage_ != nullptr; }
-  std::size_t capacity() const noexcept { return capacity_; }
   void consume(std::size_t n) noexcept;
 
   // Free space at the end for a read, after moving the unread bytes to the front when that
@@ -92,8 +90,6 @@ class DeadlineTimer {
 
   // The next operation waits on `socket` until `deadline` (TimePoint::max(): no deadline).
   void guard(Socket& socket, TimePoint deadline);
-  // No operation is guarded (the timer stays armed for the next one).
-  void unguard() noexcept;
   // The guarded operation was cancelled by the deadline.
   bool fired() const noexcept;
 

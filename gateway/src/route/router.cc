@@ -35,14 +35,7 @@ Router::Router(const std::vector<config::Route>& routes) {
   }
 }
 
-std::string Router::host_of(std::string_view h) {
-  if (!h.empty() && h.front() == '[') {  // [v6]:port
-    const auto close = h.find(']');
-    return lower(close == std::string_view::npos ? h : h.substr(0, close + 1));
-  }
-  const auto colon = h.rfind(':');
-  return lower(colon == std::string_view::npos ? h : h.substr(0, colon));
-}
+std::string Router::host_of(std::string_view h) { return lower(host_view(h)); }
 
 std::string_view Router::host_view(std::string_view h) noexcept {
   if (!h.empty() && h.front() == '[') {  // [v6]:port
