@@ -157,8 +157,10 @@ class PeerClosed(Exception):
 class Client:
     """One raw HTTP/1.1 client connection to 127.0.0.1:port."""
 
-    def __init__(self, port, timeout=5.0, host="127.0.0.1"):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, timeout=5.0, host="127.0.0.1", source=None):
+        """`source`: the local address to connect from (another loopback client, 127.0.0.2)."""
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.buf = bytearray()

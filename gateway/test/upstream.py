@@ -28,6 +28,9 @@ the request path, so that one server can play every kind of peer a test needs:
   any path + &stray=1 50 ms after the answer, stray bytes on the same connection (a body after
                       a HEAD, 204 or 304 answer)
 
+`answer_all = (status, headers)` makes every request, whatever its path, get that status (after
+its body was read): a failing endpoint beside a healthy one; None (the default) serves by path.
+
 Every request is counted by path when its header has been read (`count()`), and again in
 `completed` when its body has been read in full. Nothing here sleeps unboundedly: every wait is
 bounded and ends when close() is called.
@@ -139,6 +142,7 @@ class ScriptedUpstream:
         self.rejected_early = 0  # /reject_early connections closed
         self.strays_sent = 0  # bodies sent after bodiless answers because of &stray=1
         self.slow_waiting = threading.Event()  # set when a /slow request is waiting
+        self.answer_all = None  # (status, [(name, value)]): every request gets this answer
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept_thread.start()
 
@@ -327,6 +331,10 @@ class ScriptedUpstream:
         return not self._stop.wait(seconds)
 
     def _dispatch(self, conn, req):
+        forced = self.answer_all
+        if forced is not None:
+            self._send(conn, req, forced[0], b'{"forced":true}', headers=forced[1])
+            return True
         p = req.path
         if p == "/echo":
             if req.chunked:

@@ -386,10 +386,11 @@ Listener load_listener(Loader& l, const YAML::Node& n, const std::string& p) {
               l.duration(m, "request", q, out.timeouts.request);
             });
   l.section(n, "rate_limit", p, {"per_client"}, [&](const YAML::Node& m, const std::string& q) {
-    l.section(m, "per_client", q, {"rate", "burst"},
+    l.section(m, "per_client", q, {"rate", "burst", "dry_run"},
               [&](const YAML::Node& pc, const std::string& r) {
                 RateSpec spec;
                 load_rate_spec(l, pc, r, spec, true);
+                l.boolean(pc, "dry_run", r, out.per_client_dry_run);
                 out.per_client_rate_limit = spec;
               });
   });
@@ -429,7 +430,8 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
               l.duration(m, "stream_idle", q, out.timeouts.stream_idle);
               l.duration(m, "stream_total", q, out.timeouts.stream_total);
             });
-  l.section(n, "retry", p, {"attempts", "on", "backoff", "budget", "non_idempotent"},
+  l.section(n, "retry", p,
+            {"attempts", "on", "backoff", "budget", "non_idempotent", "max_retry_after"},
             [&](const YAML::Node& m, const std::string& q) {
               RetrySpec r;
               l.integer(m, "attempts", q, r.attempts, 1, 100);
@@ -442,6 +444,7 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
                 }
               }
               l.boolean(m, "non_idempotent", q, r.non_idempotent);
+              l.duration(m, "max_retry_after", q, r.max_retry_after, true);
               l.section(m, "backoff", q, {"kind", "base", "max", "multiplier", "jitter"},
                         [&](const YAML::Node& b, const std::string& s) {
                           l.choice(b, "kind", s, r.backoff.kind,
@@ -471,7 +474,7 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
                         });
               out.retry = std::move(r);
             });
-  l.section(n, "rate_limit", p, {"key", "rate", "burst", "scope"},
+  l.section(n, "rate_limit", p, {"key", "rate", "burst", "scope", "dry_run", "max_key_bytes"},
             [&](const YAML::Node& m, const std::string& q) {
               RouteRateLimit rl;
               if (const auto key = m["key"]; key.IsDefined()) {
@@ -492,6 +495,8 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
               load_rate_spec(l, m, q, rl.rate, true);
               l.choice(m, "scope", q, rl.scope,
                        {{"local", RateLimitScope::local}, {"global", RateLimitScope::global}});
+              l.boolean(m, "dry_run", q, rl.dry_run);
+              l.integer(m, "max_key_bytes", q, rl.max_key_bytes, 1, 4096);
               out.rate_limit = std::move(rl);
             });
   l.section(n, "cache", p, {"ttl", "max_entry_bytes", "stale_if_error"},
@@ -502,10 +507,11 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
               l.duration(m, "stale_if_error", q, c.stale_if_error, true);
               out.cache = c;
             });
-  l.section(n, "stream", p, {"max_chunk_bytes", "max_bytes"},
+  l.section(n, "stream", p, {"max_chunk_bytes", "max_bytes", "max_chunks"},
             [&](const YAML::Node& m, const std::string& q) {
               l.size(m, "max_chunk_bytes", q, out.stream.max_chunk_bytes);
               l.size(m, "max_bytes", q, out.stream.max_bytes);
+              l.integer(m, "max_chunks", q, out.stream.max_chunks, 0, UINT64_MAX);
             });
   l.section(n, "hedge", p, {"delay", "max_attempts"},
             [&](const YAML::Node& m, const std::string& q) {
@@ -517,11 +523,48 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   return out;
 }
 
+// circuit_breaker.failure_on: the outcomes the breaker counts as failures.
+void load_failure_set(Loader& l, const YAML::Node& n, const std::string& p, FailureSet& out) {
+  if (!n["failure_on"].IsDefined()) return;
+  const std::string q = Loader::child(p, "failure_on");
+  const std::vector<std::string> names = l.strings(n, "failure_on", p);
+  out = FailureSet{};
+  out.connect_failure = out.reset = out.timeout = out.bad_response = false;
+  out.status.fill(false);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    if (name == "connect-failure") {
+      out.connect_failure = true;
+    } else if (name == "reset") {
+      out.reset = true;
+    } else if (name == "timeout") {
+      out.timeout = true;
+    } else if (name == "bad-response") {
+      out.bad_response = true;
+    } else if (name == "5xx") {
+      for (int s = 500; s <= 599; ++s) out.status[s - 400] = true;
+    } else if (name == "gateway-error") {
+      for (int s = 502; s <= 504; ++s) out.status[s - 400] = true;
+    } else {
+      int status = 0;
+      const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), status);
+      if (ec != std::errc{} || end != name.data() + name.size() || status < 400 || status > 599) {
+        l.error(n["failure_on"][i], Loader::index(q, i),
+                "expected connect-failure, reset, timeout, bad-response, 5xx, gateway-error or a "
+                "status 400..599, got '" +
+                    name + "'");
+        continue;
+      }
+      out.status[status - 400] = true;
+    }
+  }
+}
+
 circuit::BreakerOptions load_breaker(Loader& l, const YAML::Node& n, const std::string& p) {
   circuit::BreakerOptions o;
   l.check_keys(n, p,
                {"window", "min_calls", "failure_rate", "slow_call", "consecutive_failures", "open",
-                "half_open"});
+                "half_open", "failure_on"});
   l.section(n, "window", p, {"type", "size"}, [&](const YAML::Node& m, const std::string& q) {
     l.choice(m, "type", q, o.window_type,
              {{"count", circuit::WindowType::count}, {"time", circuit::WindowType::time}});
@@ -600,7 +643,10 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
   l.integer(n, "max_concurrent_requests", p, out.max_concurrent_requests, 1, 10'000'000);
   if (const YAML::Node cb = n["circuit_breaker"]; cb.IsDefined() && !cb.IsNull()) {
     const std::string q = Loader::child(p, "circuit_breaker");
-    if (l.expect_map(cb, q)) out.circuit_breaker = load_breaker(l, cb, q);
+    if (l.expect_map(cb, q)) {
+      out.circuit_breaker = load_breaker(l, cb, q);
+      load_failure_set(l, cb, q, out.breaker_failures);
+    }
   }
   l.section(n, "outlier_detection", p, {"consecutive_5xx", "base_ejection", "max_ejection_percent"},
             [&](const YAML::Node& m, const std::string& q) {

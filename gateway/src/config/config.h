@@ -14,6 +14,7 @@
 // docs/config.md lists every key with its default.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -56,12 +57,31 @@ struct RateSpec {
   uint64_t burst = 0;     // 0: defaults to max(1, per_second)
 };
 
+// Which attempt outcomes a circuit breaker counts as failures (clusters[].circuit_breaker
+// .failure_on): connect-failure, reset, timeout, bad-response, 5xx, gateway-error (502-504) or
+// an exact status 400..599. Default: connect-failure, reset, timeout, bad-response, 5xx.
+struct FailureSet {
+  bool connect_failure = true;
+  bool reset = true;
+  bool timeout = true;
+  bool bad_response = true;
+  std::array<bool, 200> status = default_statuses();  // index status - 400
+
+  bool counts_status(int s) const noexcept { return s >= 400 && s <= 599 && status[s - 400]; }
+  static constexpr std::array<bool, 200> default_statuses() noexcept {
+    std::array<bool, 200> a{};
+    for (int i = 100; i < 200; ++i) a[i] = true;
+    return a;
+  }
+};
+
 struct Listener {
   std::string name;
   Address listen;
   ListenerLimits limits;
   ListenerTimeouts timeouts;
   std::optional<RateSpec> per_client_rate_limit;  // rate_limit.per_client
+  bool per_client_dry_run = false;                // rate_limit.per_client.dry_run
 };
 
 struct RouteMatch {
@@ -88,6 +108,7 @@ struct RetrySpec {
   std::vector<std::string> on = {
       "connect-failure", "reset", "per-try-timeout", "502", "503", "504"};
   retry::BackoffOptions backoff;
+  Duration max_retry_after = 10s;  // a server's Retry-After is honoured up to this
   RetryBudgetSpec budget;
   bool non_idempotent = false;  // allow retrying non-idempotent methods once sent
 };
@@ -100,6 +121,8 @@ struct RouteRateLimit {
   std::string header;  // key: header:<name>
   RateSpec rate;
   RateLimitScope scope = RateLimitScope::local;
+  bool dry_run = false;          // count and log what would be refused, refuse nothing
+  uint32_t max_key_bytes = 256;  // key: header:<name> — a longer value is refused (400)
 };
 
 struct RouteCache {
@@ -111,6 +134,7 @@ struct RouteCache {
 struct StreamSpec {
   uint64_t max_chunk_bytes = 64 * 1024UL;
   uint64_t max_bytes = 1ull << 30;
+  uint64_t max_chunks = 1'000'000;  // chunks of a chunked answer; 0: unlimited
 };
 
 struct HedgeSpec {
@@ -135,7 +159,7 @@ enum class LoadBalancing { round_robin, least_request };
 
 struct PoolSpec {
   uint32_t max_per_endpoint = 1024;  // busy connections per endpoint per worker
-  uint32_t max_idle = 256;  // idle keep-alive connections kept per endpoint per worker
+  uint32_t max_idle = 256;           // idle keep-alive connections kept per endpoint per worker
   Duration idle_timeout = 60s;
 };
 
@@ -161,6 +185,7 @@ struct Cluster {
   PoolSpec pool;
   uint32_t max_concurrent_requests = 1000;
   std::optional<circuit::BreakerOptions> circuit_breaker;
+  FailureSet breaker_failures;  // circuit_breaker.failure_on
   std::optional<OutlierDetection> outlier_detection;
   std::optional<HealthCheckSpec> health_check;
 };

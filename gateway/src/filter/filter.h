@@ -23,12 +23,15 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <new>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <type_traits>
 
 #include "bulwark/core/clock.h"
+#include "bulwark/core/random.h"
 #include "filter/local_reply.h"
 
 namespace bulwark::gateway::filter {
@@ -37,13 +40,21 @@ namespace bulwark::gateway::filter {
 // trivially destructible struct in it (state<T>()); it starts zeroed for every request.
 class FilterState {
  public:
-  static constexpr std::size_t kBytes = 48;
+  static constexpr std::size_t kBytes = 96;
 
   template <class T>
   T& state() noexcept {
     static_assert(sizeof(T) <= kBytes && alignof(T) <= alignof(std::max_align_t));
     static_assert(std::is_trivially_destructible_v<T> && std::is_trivially_copyable_v<T>);
     return *std::launder(reinterpret_cast<T*>(bytes_.data()));
+  }
+  // Puts a T there (for a T that is not default-constructible, e.g. a library state machine
+  // returned by value).
+  template <class T>
+  T& emplace(T value) noexcept {
+    static_assert(sizeof(T) <= kBytes && alignof(T) <= alignof(std::max_align_t));
+    static_assert(std::is_trivially_destructible_v<T> && std::is_trivially_copyable_v<T>);
+    return *std::construct_at(reinterpret_cast<T*>(bytes_.data()), value);
   }
   void reset() noexcept { bytes_.fill(std::byte{0}); }
 
@@ -98,7 +109,16 @@ struct AttemptOutcome {
   int status = 0;  // the response's status for Kind::response
   std::chrono::nanoseconds elapsed{0};
   bool request_sent = false;  // any request byte may have reached the upstream
+  // A stale pooled connection that is replaced by a fresh one before any answer byte: not a
+  // result about the upstream (policies give back what they took, count nothing).
+  bool replaced = false;
+  // The request can be sent again byte for byte: no body, or a body that was read whole and
+  // kept (up to the 64 KiB replay buffer).
+  bool replayable = false;
+  bool idempotent = false;              // RFC 9110 §9.2.2 method
+  std::optional<Duration> retry_after;  // the answer's Retry-After (delta-seconds), if any
   TimePoint now;
+  Random* random = nullptr;  // the worker's seeded source (backoff jitter); never null
 };
 
 struct RetryAdvice {

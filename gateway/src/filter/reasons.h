@@ -42,6 +42,13 @@ inline constexpr std::string_view kMethodNotAllowed = "method_not_allowed";
 // Limits (filters).
 inline constexpr std::string_view kConnectionLimit = "connection_limit";
 inline constexpr std::string_view kConcurrencyLimit = "concurrency_limit";
+inline constexpr std::string_view kClusterConcurrencyLimit = "cluster_concurrency_limit";
+inline constexpr std::string_view kRateLimited = "rate_limited";
+inline constexpr std::string_view kBadClientKey = "bad_client_key";
+
+// Call policies.
+inline constexpr std::string_view kCircuitOpen = "circuit_open";
+inline constexpr std::string_view kNoHealthyEndpoint = "no_healthy_endpoint";
 
 // The upstream call.
 inline constexpr std::string_view kNoEndpoint = "no_endpoint";
@@ -58,5 +65,6 @@ inline constexpr std::string_view kStreamIdleTimeout = "stream_idle_timeout";
 inline constexpr std::string_view kStreamTotalTimeout = "stream_total_timeout";
 inline constexpr std::string_view kStreamMaxBytes = "stream_max_bytes";
 inline constexpr std::string_view kStreamMaxChunk = "stream_max_chunk";
+inline constexpr std::string_view kStreamMaxChunks = "stream_max_chunks";
 
 }  // namespace bulwark::gateway::reason

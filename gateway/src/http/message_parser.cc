@@ -53,6 +53,11 @@ void MessageParser<R>::on_chunk_header_impl(std::uint64_t size, string_view /*ex
   if (max_chunk_ != 0 && size > max_chunk_) {
     chunk_too_big_ = true;
     ec = boost::beast::http::error::body_limit;
+    return;
+  }
+  if (size != 0 && max_chunks_ != 0 && ++chunks_ > max_chunks_) {
+    too_many_chunks_ = true;
+    ec = boost::beast::http::error::body_limit;
   }
 }
 

@@ -46,6 +46,9 @@ class MessageParser final : public boost::beast::http::basic_parser<isRequest> {
   // A chunk larger than this refuses the message (0: no limit).
   void max_chunk_bytes(uint64_t n) noexcept { max_chunk_ = n; }
   bool chunk_too_big() const noexcept { return chunk_too_big_; }
+  // More chunks than this refuse the message (0: no limit); the last chunk does not count.
+  void max_chunks(uint64_t n) noexcept { max_chunks_ = n; }
+  bool too_many_chunks() const noexcept { return too_many_chunks_; }
 
   // The body piece parsed by the last put(), or empty; taking it clears it.
   std::string_view take_piece() noexcept { return std::exchange(piece_, {}); }
@@ -74,6 +77,9 @@ class MessageParser final : public boost::beast::http::basic_parser<isRequest> {
   int version_ = 11;
   uint64_t max_chunk_ = 0;
   bool chunk_too_big_ = false;
+  uint64_t max_chunks_ = 0;
+  uint64_t chunks_ = 0;
+  bool too_many_chunks_ = false;
   std::string_view piece_;
 };
 

@@ -32,7 +32,8 @@ struct WorkerState {
         shared(s),
         snapshot(std::move(snap)),
         random(seed),
-        contexts(upstream::WorkerLeg{ioc.get_executor(), clock, upstreams, buffers, draining}) {}
+        contexts(
+            upstream::WorkerLeg{ioc.get_executor(), clock, upstreams, buffers, draining, random}) {}
 
   // Destroyed first (Worker::Impl's destructor): suspended connections are destroyed with it
   // and give back what they hold in the members below on the way out.

@@ -66,6 +66,14 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
   cluster_duration_ =
       &r.histogram("bulwark_cluster_request_duration_seconds",
                    "Upstream request duration for the cluster, in seconds.", {"cluster"});
+  cluster_requests_active_ = &r.gauge(
+      "bulwark_cluster_requests_active",
+      "Requests to the cluster in flight (its max_concurrent_requests bounds them).", {"cluster"});
+  route_retries_ = &r.counter("bulwark_route_retries_total",
+                              "Upstream attempts after the first one, by route.", {"route"});
+  route_retries_denied_ = &r.counter(
+      "bulwark_route_retries_denied_total",
+      "Retryable failures that were not retried, by route and reason.", {"route", "reason"});
   endpoint_requests_ = &r.counter("bulwark_endpoint_requests_total",
                                   "Requests sent to the endpoint, by status class of the response.",
                                   {"cluster", "endpoint", "class"});
@@ -126,6 +134,10 @@ RouteMetrics& GatewayMetrics::route(const std::string& name) {
     m.request_bytes = &route_request_bytes_->with({name});
     m.response_bytes = &route_response_bytes_->with({name});
     m.aborts_family = route_stream_aborts_;
+    m.retries = &route_retries_->with({name});
+    for (std::size_t i = 0; i < kRetryDenials.size(); ++i) {
+      m.retries_denied[i] = &route_retries_denied_->with({name, kRetryDenials[i]});
+    }
   }
   return m;
 }
@@ -137,6 +149,7 @@ ClusterMetrics& GatewayMetrics::cluster(const std::string& name) {
   if (inserted) {
     m.requests = by_class(*cluster_requests_, {name});
     m.duration = &cluster_duration_->with({name});
+    m.requests_active = &cluster_requests_active_->with({name});
   }
   return m;
 }

@@ -14,6 +14,11 @@
 //   bulwark_route_stream_aborts_total{route,reason}            counter  stream guard breaches
 //   bulwark_cluster_requests_total{cluster,class}              counter
 //   bulwark_cluster_request_duration_seconds{cluster}          histogram
+//   bulwark_cluster_requests_active{cluster}                   gauge    against the cluster's
+//                                                                       max_concurrent_requests
+//   bulwark_route_retries_total{route}                         counter  attempts after the first
+//   bulwark_route_retries_denied_total{route,reason}           counter  retryable failures not
+//                                                                       retried, by reason
 //   bulwark_endpoint_requests_total{cluster,endpoint,class}    counter
 //   bulwark_endpoint_request_duration_seconds{cluster,endpoint} histogram
 //   bulwark_endpoint_requests_active{cluster,endpoint}         gauge
@@ -80,11 +85,20 @@ struct RouteMetrics {
 
   bulwark::observe::Family<Counter>* aborts_family = nullptr;
   std::string name;
+  Counter* retries = nullptr;
+  // By kRetryDenials order: retries_exhausted, budget_exhausted, deadline_exceeded,
+  // not_replayable, not_idempotent.
+  std::array<Counter*, 5> retries_denied{};
 };
+
+inline constexpr std::array<std::string_view, 5> kRetryDenials{
+    "retries_exhausted", "budget_exhausted", "deadline_exceeded", "not_replayable",
+    "not_idempotent"};
 
 struct ClusterMetrics {
   std::array<Counter*, 5> requests{};
   Histogram* duration = nullptr;
+  Gauge* requests_active = nullptr;
 };
 
 struct EndpointMetrics {
@@ -143,6 +157,9 @@ class GatewayMetrics {
   FamilyPtr<Counter> route_stream_aborts_;
   FamilyPtr<Counter> cluster_requests_;
   FamilyPtr<Histogram> cluster_duration_;
+  FamilyPtr<Gauge> cluster_requests_active_;
+  FamilyPtr<Counter> route_retries_;
+  FamilyPtr<Counter> route_retries_denied_;
   FamilyPtr<Counter> endpoint_requests_;
   FamilyPtr<Histogram> endpoint_duration_;
   FamilyPtr<Gauge> endpoint_active_;

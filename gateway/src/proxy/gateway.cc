@@ -60,7 +60,7 @@ struct Gateway::Impl {
         logs({bulwark::observe::make_stderr_sink()},
              {.level = bulwark::observe::parse_log_level(startup->logging.level)}),
         log(logs.logger("gateway")),
-        shared(registry) {}
+        shared(registry, clock) {}
 
   GatewayOptions options;
   const Clock& clock;

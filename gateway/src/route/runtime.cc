@@ -1,6 +1,9 @@
 #include "route/runtime.h"
 
+#include "filters/circuit_breaker/circuit_breaker.h"
 #include "filters/concurrency_limit/concurrency_limit.h"
+#include "filters/rate_limit/rate_limit.h"
+#include "filters/retry/retry.h"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -28,6 +31,30 @@ tcp::endpoint resolve(const config::Address& a) {
   return results.begin()->endpoint();
 }
 
+template <class Filter>
+void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
+  if (filter) chain.add(std::move(filter));
+}
+
+// The route's chain, in the order of docs/architecture.md: the cluster's concurrency limit and
+// the route's rate limit, then retry and the cluster's breaker (the breaker last: it is the
+// only call policy that refuses an attempt).
+std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
+                                                 const ClusterRuntime& cluster,
+                                                 observe::RouteMetrics& metrics, Shared& shared) {
+  auto chain = std::make_unique<filter::FilterChain>();
+  chain->add(filters::bind_cluster_concurrency_limit(*cluster.config, cluster.state->in_flight,
+                                                     *cluster.metrics));
+  add_if(*chain, filters::bind_route_rate_limit(route, shared.policies));
+  if (route.retry) {
+    add_if(*chain,
+           filters::bind_retry(
+               route, shared.policies.budget(cluster.config->name, route.retry->budget), metrics));
+  }
+  add_if(*chain, filters::bind_circuit_breaker(*cluster.config, cluster.state));
+  return chain;
+}
+
 }  // namespace
 
 std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
@@ -46,8 +73,9 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     lr.config = chosen;
     lr.metrics = &metrics.listener(boot.name);
     lr.filters = std::make_unique<filter::FilterChain>();
-    lr.filters->add(filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests,
-                                                    *lr.metrics));
+    lr.filters->add(
+        filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests, *lr.metrics));
+    add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, shared.policies));
     snap->listeners.push_back(std::move(lr));
   }
   snap->clusters.reserve(config->clusters.size());
@@ -56,9 +84,11 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     cr.index = snap->clusters.size();
     cr.config = &c;
     cr.metrics = &metrics.cluster(c.name);
+    cr.state = shared.policies.cluster(c);
     for (const auto& e : c.endpoints) {
-      cr.endpoints.push_back({snap->endpoint_count++, e.text(), c.name + '\n' + e.text(),
-                              resolve(e), &metrics.endpoint(c.name, e.text())});
+      const std::string address = e.text();
+      cr.endpoints.push_back({snap->endpoint_count++, address, c.name + '\n' + address, resolve(e),
+                              &metrics.endpoint(c.name, address), cr.state->endpoints.at(address)});
     }
     snap->clusters.push_back(std::move(cr));
   }
@@ -70,6 +100,7 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     for (const auto& c : snap->clusters) {
       if (c.config->name == r.cluster) rr.cluster = &c;
     }
+    rr.filters = route_chain(r, *rr.cluster, *rr.metrics, shared);
     snap->routes.push_back(std::move(rr));
   }
   return snap;

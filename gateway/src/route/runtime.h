@@ -3,9 +3,10 @@
 // each of them records into. Snapshots are immutable and shared (std::shared_ptr<const>):
 // a request keeps the snapshot it started with, so a reload never changes a request in flight.
 //
-// Shared is the state that outlives snapshots and spans workers: metrics, the access log,
-// per-listener connection and request counts (max_connections and max_concurrent_requests
-// are limits per listener across all workers), the drain flag.
+// Shared is the state that outlives snapshots and spans workers: metrics, the access log, the
+// resilience policies' state (route/policy_store.h), per-listener connection and request counts
+// (max_connections and max_concurrent_requests are limits per listener across all workers), the
+// drain flag.
 //
 // Thread-safety: Snapshot is immutable. Shared's members are atomics or thread-safe objects.
 #pragma once
@@ -22,16 +23,20 @@
 #include "filter/chain.h"
 #include "observe/access_log.h"
 #include "observe/gateway_metrics.h"
+#include "route/policy_store.h"
 #include "route/router.h"
 
 namespace bulwark::gateway::route {
 
 struct EndpointRuntime {
   std::size_t index = 0;  // 0 .. Snapshot::endpoint_count-1, across the snapshot's clusters
-  std::string address;   // "host:port" as written in the config: the metric label
-  std::string pool_key;  // cluster name + '\n' + address: a worker's pool for this endpoint
+  std::string address;    // "host:port" as written in the config: the metric label
+  std::string pool_key;   // cluster name + '\n' + address: a worker's pool for this endpoint
   boost::asio::ip::tcp::endpoint endpoint;
   observe::EndpointMetrics* metrics = nullptr;
+  // Outlier ejection and health-check state, shared with the snapshots before and after this
+  // one while the endpoint stays in its cluster (route/policy_store.h).
+  std::shared_ptr<upstream::EndpointHealth> health;
 };
 
 struct ClusterRuntime {
@@ -39,13 +44,15 @@ struct ClusterRuntime {
   const config::Cluster* config = nullptr;
   std::vector<EndpointRuntime> endpoints;
   observe::ClusterMetrics* metrics = nullptr;
+  std::shared_ptr<ClusterState> state;  // breaker, in-flight count, endpoint health
 };
 
 struct RouteRuntime {
   const config::Route* config = nullptr;
   const ClusterRuntime* cluster = nullptr;
   observe::RouteMetrics* metrics = nullptr;
-  // The route's filters (none yet: the resilience filters bind here).
+  // The route's filters: the cluster's concurrency limit and the route's rate limit (request
+  // filters), retry and the cluster's circuit breaker (call policies).
   std::unique_ptr<filter::FilterChain> filters;
 };
 
@@ -55,8 +62,11 @@ struct ListenerShared {
 };
 
 struct Shared {
-  explicit Shared(bulwark::observe::Registry& registry) : metrics(registry) {}
+  Shared(bulwark::observe::Registry& r, const Clock& clock)
+      : registry(r), metrics(r), policies(clock, r) {}
+  bulwark::observe::Registry& registry;
   observe::GatewayMetrics metrics;
+  PolicyStore policies;  // breakers, budgets, limiters, endpoint health across reloads
   std::unique_ptr<observe::AccessLog> access_log;
   std::atomic<bool> draining{false};
   // One per listener of the start-up config, in the same order.
@@ -66,7 +76,7 @@ struct Shared {
 struct ListenerRuntime {
   const config::Listener* config = nullptr;
   observe::ListenerMetrics* metrics = nullptr;
-  // The listener's request filters (filters/concurrency_limit first).
+  // The listener's request filters: filters/concurrency_limit, then the per-client rate limit.
   std::unique_ptr<filter::FilterChain> filters;
 };
 

@@ -4,8 +4,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "bulwark/retry/classifier.h"
 #include "filter/reasons.h"
-#include "upstream/exchange_rules.h"
+#include "upstream/endpoint_health.h"
 
 namespace bulwark::gateway::upstream {
 
@@ -22,6 +23,8 @@ constexpr std::size_t kMaxUpstreamFields = 1024;
 constexpr std::size_t kMinReadRoom = 16 * 1024UL;
 // The relay sends what it has once this much is waiting.
 constexpr std::size_t kFlushBytes = 64 * 1024UL;
+// A retry is not started with less than this left before the route's deadline.
+constexpr Duration kMinAttempt = std::chrono::milliseconds(1);
 
 bool is_connection_loss(const error_code& ec) noexcept {
   return ec == net::error::eof || ec == net::error::connection_reset ||
@@ -39,42 +42,80 @@ http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request
   head_sent_ = false;
   stream_end_ = {};
   request_body_failed_ = false;
-  upstream_reusable_ = true;
   last_chunk_sent_ = false;
   response_last_chunk_sent_ = false;
   route_deadline_ = request.start + request.route->config->timeouts.request;
+  replay_.clear();
+  replay_overflow_ = false;
+  replaying_ = false;
+  continue_sent_ = false;
+  previous_endpoint_ = nullptr;
 
   const route::ClusterRuntime& cluster = *request.route->cluster;
-  const std::size_t pick =
-      pick_endpoint(cluster.config->lb, worker_.upstreams.next_cursor(*request.snapshot, cluster),
-                    cluster.endpoints.size(), [&](std::size_t i) {
-                      return worker_.upstreams.pool(*request.snapshot, cluster.endpoints[i]).active;
-                    });
-  const route::EndpointRuntime& endpoint = cluster.endpoints[pick];
-  result.endpoint = &endpoint;
-  EndpointPool& pool = worker_.upstreams.pool(*request.snapshot, endpoint);
-  if (!pool.reserve(cluster.config->pool.max_per_endpoint)) {
-    result.reply = filter::refuse(503, reason::kPoolExhausted, request.has_body);
-    co_return;
+  for (;;) {
+    const route::EndpointRuntime* endpoint = choose_endpoint(cluster);
+    if (endpoint == nullptr) {
+      result.reply = filter::refuse(503, reason::kNoHealthyEndpoint, !client.parser.is_done());
+      break;
+    }
+    result.endpoint = endpoint;
+    EndpointPool& pool = worker_.upstreams.pool(*request.snapshot, *endpoint);
+    if (!pool.reserve(cluster.config->pool.max_per_endpoint)) {
+      result.reply = filter::refuse(503, reason::kPoolExhausted, !client.parser.is_done());
+      break;
+    }
+    ++pool.active;
+    if (endpoint->metrics->active) endpoint->metrics->active->inc();
+    co_await attempts(client, pool);
+    const filter::RetryAdvice advice = ask_retry();
+    if (!advice.again) {
+      if (stage_ == Stage::ok) co_await relay_response(client);
+      finish(pool);
+      release_slot(pool);
+      break;
+    }
+    // The failed attempt's connection carries nothing more; the next goes elsewhere if it can.
+    close_upstream();
+    in_.consume(in_.size());
+    release_slot(pool);
+    previous_endpoint_ = endpoint;
+    co_await wait_before_retry(advice.delay);
+    result.reply = {};
+    replaying_ = body_taken();
   }
-  ++pool.active;
-  if (endpoint.metrics->active) endpoint.metrics->active->inc();
-  co_await attempts(client, pool);
-  if (stage_ == Stage::ok) co_await relay_response(client);
-  finish(pool);
-  pool.release();
-  --pool.active;
-  if (endpoint.metrics->active) endpoint.metrics->active->dec();
   in_.release(worker_.buffers);
 }
 
+void Exchange::release_slot(EndpointPool& pool) noexcept {
+  pool.release();
+  --pool.active;
+  if (result_->endpoint->metrics->active) result_->endpoint->metrics->active->dec();
+}
+
+const route::EndpointRuntime* Exchange::choose_endpoint(const route::ClusterRuntime& cluster) {
+  const TimePoint t = now();
+  const std::size_t avoid =
+      previous_endpoint_ != nullptr
+          ? static_cast<std::size_t>(previous_endpoint_ - cluster.endpoints.data())
+          : kNoEndpoint;
+  const std::optional<std::size_t> pick = pick_endpoint(
+      cluster.config->lb, worker_.upstreams.next_cursor(*request_->snapshot, cluster),
+      cluster.endpoints.size(),
+      [&](std::size_t i) {
+        return worker_.upstreams.pool(*request_->snapshot, cluster.endpoints[i]).active;
+      },
+      [&](std::size_t i) { return cluster.endpoints[i].health->usable(t); }, avoid);
+  return pick ? &cluster.endpoints[*pick] : nullptr;
+}
+
 http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
-  const bool idempotent = is_idempotent(request_->head.method);
+  attempt_ran_ = false;
   for (int round = 0; round < 2; ++round) {
     stage_ = Stage::ok;
+    upstream_reusable_ = true;
     result_->reply = request_->chain->before_attempt(now());
     if (result_->reply) {
-      result_->reply.close = result_->reply.close || request_->has_body;
+      result_->reply.close = result_->reply.close || !client.parser.is_done();
       stage_ = Stage::failed;
       co_return;
     }
@@ -86,18 +127,26 @@ http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
     const bool connected = co_await open_connection(pool, round == 0);
     if (connected) {
       ++result_->attempts;
-      co_await send_request(client, round == 0);
+      co_await send_request(client);
       if (stage_ == Stage::ok) co_await read_response_head();
     }
-    const filter::AttemptOutcome outcome = describe_attempt(connected);
-    request_->chain->after_attempt(outcome);
-    if (!connected || stage_ != Stage::failed || request_body_failed_) co_return;
-    const bool timed_out = outcome.kind == filter::AttemptOutcome::Kind::timeout;
-    const StaleFacts facts{reused_, request_->has_body, idempotent, !received_any_, timed_out};
-    if (round == 1 || !may_replace_stale(facts)) co_return;
+    last_outcome_ = describe_attempt(connected);
+    last_outcome_.replaced = round == 0 && connected && stage_ == Stage::failed &&
+                             !request_body_failed_ && may_replace_stale(stale_facts());
+    request_->chain->after_attempt(last_outcome_);
+    if (!last_outcome_.replaced) {
+      attempt_ran_ = true;
+      record_outlier(last_outcome_);
+      co_return;
+    }
     close_upstream();
     result_->reply = {};
   }
+}
+
+StaleFacts Exchange::stale_facts() const noexcept {
+  const bool timed_out = last_outcome_.kind == filter::AttemptOutcome::Kind::timeout;
+  return {reused_, request_->has_body, last_outcome_.idempotent, !received_any_, timed_out};
 }
 
 filter::AttemptOutcome Exchange::describe_attempt(bool connected) const {
@@ -106,9 +155,16 @@ filter::AttemptOutcome Exchange::describe_attempt(bool connected) const {
   outcome.now = now();
   outcome.elapsed = outcome.now - attempt_started_;
   outcome.request_sent = request_sent_;
+  outcome.idempotent = is_idempotent(request_->head.method);
+  // A body not yet taken from the client can still be sent; one taken must have been kept.
+  outcome.replayable = !body_taken() || (client_->parser.is_done() && !replay_overflow_);
+  outcome.random = &worker_.random;
   if (stage_ != Stage::failed) {
     outcome.kind = Kind::response;
     outcome.status = stage_ == Stage::ok ? parser_->status() : 0;
+    if (outcome.status >= 300) {
+      outcome.retry_after = retry::parse_retry_after(http::field_value(fields_, "retry-after"));
+    }
   } else if (!connected) {
     outcome.kind = Kind::connect_failure;
   } else if (result_->reply.status == 504) {
@@ -119,6 +175,46 @@ filter::AttemptOutcome Exchange::describe_attempt(bool connected) const {
     outcome.kind = Kind::reset;
   }
   return outcome;
+}
+
+filter::RetryAdvice Exchange::ask_retry() {
+  if (!attempt_ran_ || stage_ == Stage::client_gone || request_body_failed_) return {};
+  const filter::RetryAdvice advice = request_->chain->retry(last_outcome_);
+  // The wait and a useful attempt must fit in the route's deadline: otherwise the failure at
+  // hand is the answer.
+  if (advice.again && now() + advice.delay + kMinAttempt > route_deadline_) return {};
+  return advice;
+}
+
+http::Task<void> Exchange::wait_before_retry(std::chrono::nanoseconds delay) {
+  if (delay <= std::chrono::nanoseconds::zero()) co_return;
+  backoff_timer_.expires_after(delay);
+  auto [ec] = co_await backoff_timer_.async_wait(http::kTuple);
+  (void)ec;  // cancelled only when the connection is torn down
+}
+
+void Exchange::record_outlier(const filter::AttemptOutcome& outcome) {
+  const route::ClusterRuntime& cluster = *request_->route->cluster;
+  const std::optional<config::OutlierDetection>& spec = cluster.config->outlier_detection;
+  if (!spec) return;
+  const bool failure =
+      is_outlier_failure(outcome.kind == filter::AttemptOutcome::Kind::response, outcome.status);
+  std::size_t ejected = 0;
+  if (failure) {
+    for (const route::EndpointRuntime& e : cluster.endpoints)
+      ejected += e.health->ejected(outcome.now);
+  }
+  result_->endpoint->health->record(failure, outcome.now, *spec, ejected, cluster.endpoints.size());
+}
+
+void Exchange::keep_for_replay(std::string_view framed_body) {
+  if (framed_body.empty() || replay_overflow_) return;
+  if (!request_->route->config->retry || replay_.size() + framed_body.size() > kReplayBytes) {
+    replay_overflow_ = true;  // never sent again: nothing more is kept
+    replay_.clear();
+    return;
+  }
+  replay_.append(framed_body);
 }
 
 http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse) {
@@ -153,15 +249,21 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
   co_return true;
 }
 
-http::Task<void> Exchange::send_request(ClientLeg& client, bool first_round) {
+http::Task<void> Exchange::send_request(ClientLeg& client) {
   head_ = request_->head;
   head_.default_host = result_->endpoint->address;
   client.out.clear();
   http::append_request_head(client.out, head_, tokens_);
   const bool body_pending = !client.parser.is_done();
-  // Whatever body is already buffered goes with the head, unless the client waits for
-  // 100 Continue before it sends any.
-  if (body_pending && !request_->expect_continue && !pump_request_body(client)) co_return;
+  if (replaying_) {
+    client.out.append(replay_);  // a retry: the body as the first attempt framed it
+  } else if (body_pending && !request_->expect_continue) {
+    // Whatever body is already buffered goes with the head, unless the client waits for
+    // 100 Continue before it sends any.
+    const std::size_t head_bytes = client.out.size();
+    if (!pump_request_body(client)) co_return;
+    keep_for_replay(std::string_view(client.out).substr(head_bytes));
+  }
   client_->timer.guard(*socket_, route_deadline_);
   request_sent_ = true;
   auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
@@ -180,7 +282,8 @@ http::Task<void> Exchange::send_request(ClientLeg& client, bool first_round) {
     co_return;
   }
   if (!body_pending) co_return;
-  if (request_->expect_continue && first_round) {
+  if (request_->expect_continue && !continue_sent_) {
+    continue_sent_ = true;
     client_->timer.guard(client.socket, now() + request_->listener->timeouts.idle);
     auto [cec, cn] =
         co_await net::async_write(client.socket, net::buffer(http::kContinue), http::kTuple);
@@ -218,6 +321,7 @@ http::Task<void> Exchange::send_body(ClientLeg& client) {
       client.buffer.commit(n);
       continue;
     }
+    keep_for_replay(client.out);
     client_->timer.guard(*socket_, route_deadline_);
     auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
     if (ec) {
@@ -290,6 +394,7 @@ http::Task<void> Exchange::read_response_head() {
     parser_->header_limit(kUpstreamHeaderLimit);
     parser_->body_limit(boost::none);
     parser_->max_chunk_bytes(route.stream.max_chunk_bytes);
+    parser_->max_chunks(route.stream.max_chunks);
     if (request_->head_request) parser_->skip(true);
     for (;;) {
       if (!in_.empty()) {
@@ -436,7 +541,9 @@ bool Exchange::pump_response_body(std::string& out) {
     in_.consume(used);
     if (ec == beast_http::error::need_more) break;
     if (ec) {
-      stream_end_ = parser_->chunk_too_big() ? reason::kStreamMaxChunk : reason::kUpstreamReset;
+      stream_end_ = parser_->chunk_too_big()     ? reason::kStreamMaxChunk
+                    : parser_->too_many_chunks() ? reason::kStreamMaxChunks
+                                                 : reason::kUpstreamReset;
       return false;
     }
     if (used == 0 || out.size() >= kFlushBytes) break;

@@ -20,6 +20,8 @@
 // (listener/request_context.h): reused request after request, its buffers keep their capacity.
 #pragma once
 
+#include <boost/asio/basic_waitable_timer.hpp>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +33,7 @@
 #include "http/head_writer.h"
 #include "http/message_parser.h"
 #include "route/runtime.h"
+#include "upstream/exchange_rules.h"
 #include "upstream/worker_upstreams.h"
 
 namespace bulwark::gateway::upstream {
@@ -52,6 +55,7 @@ struct WorkerLeg {
   WorkerUpstreams& upstreams;
   http::BufferPool& buffers;
   const bool& draining;
+  Random& random;  // seeded per worker: backoff jitter
 };
 
 struct ExchangeRequest {
@@ -83,19 +87,27 @@ struct ExchangeResult {
 
 class Exchange {
  public:
-  explicit Exchange(WorkerLeg worker) : worker_(worker) {}
+  // A request body up to this size is kept while it is sent, so that a retry can send it again
+  // byte for byte; a longer body makes the request not replayable.
+  static constexpr std::size_t kReplayBytes = 64 * 1024UL;
+
+  explicit Exchange(WorkerLeg worker) : worker_(worker), backoff_timer_(worker.executor) {}
 
   http::Task<void> run(ClientLeg& client, const ExchangeRequest& request, ExchangeResult& result);
   // The request was abandoned half-way (its connection is being destroyed): closes the
   // upstream connection, which can carry nothing else.
-  void abandon() noexcept { close_upstream(); }
+  void abandon() noexcept {
+    backoff_timer_.cancel();
+    close_upstream();
+  }
 
  private:
   enum class Stage : uint8_t { ok, failed, client_gone };
 
   http::Task<void> attempts(ClientLeg& client, EndpointPool& pool);
+  http::Task<void> wait_before_retry(std::chrono::nanoseconds delay);
   http::Task<bool> open_connection(EndpointPool& pool, bool allow_reuse);
-  http::Task<void> send_request(ClientLeg& client, bool first_round);
+  http::Task<void> send_request(ClientLeg& client);
   http::Task<void> send_body(ClientLeg& client);
   http::Task<void> read_response_head();
   http::Task<void> relay_response(ClientLeg& client);
@@ -104,6 +116,13 @@ class Exchange {
 
   // Decisions and bookkeeping, no I/O.
   filter::AttemptOutcome describe_attempt(bool connected) const;
+  StaleFacts stale_facts() const noexcept;
+  bool body_taken() const noexcept { return !replay_.empty() || replay_overflow_; }
+  const route::EndpointRuntime* choose_endpoint(const route::ClusterRuntime& cluster);
+  filter::RetryAdvice ask_retry();
+  void record_outlier(const filter::AttemptOutcome& outcome);
+  void keep_for_replay(std::string_view framed_body);
+  void release_slot(EndpointPool& pool) noexcept;
   void fail(int status, std::string_view reason);
   void fail_request_body(const boost::system::error_code& ec);
   void fail_response_head(const boost::system::error_code& ec, bool timed_out);
@@ -114,6 +133,10 @@ class Exchange {
   TimePoint now() const noexcept { return worker_.clock.now(); }
 
   WorkerLeg worker_;
+  boost::asio::basic_waitable_timer<std::chrono::steady_clock,
+                                    boost::asio::wait_traits<std::chrono::steady_clock>,
+                                    http::Executor>
+      backoff_timer_;
   // Per request.
   ClientLeg* client_ = nullptr;
   const ExchangeRequest* request_ = nullptr;
@@ -138,6 +161,14 @@ class Exchange {
   http::ResponseFraming framing_;
   bool head_sent_ = false;
   std::string_view stream_end_;  // empty: the body ended cleanly
+  // Retries.
+  std::string replay_;            // the request body as framed upstream, for a retry
+  bool replay_overflow_ = false;  // the body outgrew kReplayBytes: not replayable
+  bool replaying_ = false;        // this attempt sends replay_ instead of reading the client
+  bool continue_sent_ = false;    // 100 Continue went to the client
+  bool attempt_ran_ = false;      // the last round reached the upstream (after_attempt ran)
+  filter::AttemptOutcome last_outcome_;
+  const route::EndpointRuntime* previous_endpoint_ = nullptr;
 };
 
 }  // namespace bulwark::gateway::upstream

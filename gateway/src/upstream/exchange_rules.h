@@ -2,7 +2,8 @@
 // in as arguments), so that each is pinned by unit tests on ManualClock time points
 // (exchange_rules_test.cc). upstream/exchange.cc only acts on what they say.
 //
-//   pick_endpoint            round_robin / least_request over a cluster's endpoints
+//   pick_endpoint            round_robin / least_request over a cluster's usable endpoints,
+//                            away from the one a retry leaves
 //   may_replace_stale        whether a reused connection found dead may be replaced by a new one
 //   can_pool                 whether an upstream connection goes back to the pool
 //   connect_deadline, first_byte_deadline, body_read_deadline, stream_read_deadline
@@ -22,22 +23,35 @@
 
 namespace bulwark::gateway::upstream {
 
-// round_robin: the cursor's endpoint. least_request: the endpoint with the fewest requests in
-// flight from this worker (`active_of(i)`), ties broken in round-robin order from the cursor.
-template <class ActiveOf>
-std::size_t pick_endpoint(config::LoadBalancing lb, uint64_t cursor, std::size_t endpoints,
-                          ActiveOf&& active_of) {
-  if (endpoints == 0) return 0;
-  if (lb != config::LoadBalancing::least_request) return cursor % endpoints;
-  std::size_t pick = cursor % endpoints;
+// The endpoint a new attempt goes to, or nullopt when none is usable (503
+// no_healthy_endpoint). Only endpoints for which `usable(i)` holds are candidates (not ejected
+// by outlier detection, not down by health checks); `avoid` (the endpoint of the attempt
+// before, or kNoEndpoint) is taken only when it is the one usable endpoint, so a retry goes
+// elsewhere when it can.
+//   round_robin    the first candidate from the cursor on
+//   least_request  the candidate with the fewest requests in flight from this worker
+//                  (`active_of(i)`), ties broken in round-robin order from the cursor
+inline constexpr std::size_t kNoEndpoint = SIZE_MAX;
+
+template <class ActiveOf, class Usable>
+std::optional<std::size_t> pick_endpoint(config::LoadBalancing lb, uint64_t cursor,
+                                         std::size_t endpoints, ActiveOf&& active_of,
+                                         Usable&& usable, std::size_t avoid = kNoEndpoint) {
+  std::optional<std::size_t> pick;
+  bool pick_avoided = false;
   uint32_t best = UINT32_MAX;
   for (std::size_t k = 0; k < endpoints; ++k) {
     const std::size_t i = (cursor + k) % endpoints;
-    const uint32_t a = active_of(i);
-    if (a < best) {
-      best = a;
-      pick = i;
-    }
+    if (!usable(i)) continue;
+    const bool avoided = i == avoid;
+    if (pick && !pick_avoided && avoided) continue;  // anything beats the endpoint to avoid
+    const uint32_t active = lb == config::LoadBalancing::least_request ? active_of(i) : 0;
+    const bool better = !pick || (pick_avoided && !avoided) || active < best;
+    if (!better) continue;
+    pick = i;
+    pick_avoided = avoided;
+    best = active;
+    if (lb != config::LoadBalancing::least_request && !avoided) break;
   }
   return pick;
 }

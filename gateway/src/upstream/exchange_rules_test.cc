@@ -11,17 +11,42 @@ namespace {
 
 using namespace std::chrono_literals;
 
+const auto kAll = [](std::size_t) { return true; };
+
 TEST(PickEndpoint, RoundRobinFollowsTheCursor) {
   const auto none = [](std::size_t) { return 0u; };
-  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 0, 3, none), 0u);
-  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 4, 3, none), 1u);
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 0, 3, none, kAll), 0u);
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 4, 3, none, kAll), 1u);
 }
 
 TEST(PickEndpoint, LeastRequestTakesTheQuietestWithTiesInCursorOrder) {
   const std::array<uint32_t, 3> active{2, 1, 1};
   const auto of = [&](std::size_t i) { return active[i]; };
-  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 0, 3, of), 1u);
-  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 2, 3, of), 2u);
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 0, 3, of, kAll), 1u);
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 2, 3, of, kAll), 2u);
+}
+
+TEST(PickEndpoint, SkipsUnusableEndpointsAndAnswersNoneWhenAllAre) {
+  const auto none = [](std::size_t) { return 0u; };
+  const std::array<bool, 3> usable{true, false, true};
+  const auto is_usable = [&](std::size_t i) { return usable[i]; };
+  for (auto lb : {config::LoadBalancing::round_robin, config::LoadBalancing::least_request}) {
+    EXPECT_EQ(pick_endpoint(lb, 1, 3, none, is_usable), 2u);
+    EXPECT_EQ(pick_endpoint(lb, 0, 3, none, [](std::size_t) { return false; }), std::nullopt);
+  }
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 0, 0, none, kAll), std::nullopt);
+}
+
+TEST(PickEndpoint, ARetryAvoidsThePreviousEndpointUnlessItIsTheOnlyOne) {
+  const auto none = [](std::size_t) { return 0u; };
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 0, 3, none, kAll, 0), 1u);
+  const std::array<uint32_t, 3> active{0, 5, 9};
+  const auto of = [&](std::size_t i) { return active[i]; };
+  // The quietest is the one to avoid: the next quietest is taken.
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 0, 3, of, kAll, 0), 1u);
+  const auto only_first = [](std::size_t i) { return i == 0; };
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::round_robin, 2, 3, none, only_first, 0), 0u);
+  EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 2, 3, of, only_first, 0), 0u);
 }
 
 TEST(StaleConnection, ReplacedOnlyWhenNothingCanHaveBeenProcessedTwice) {

@@ -21,7 +21,7 @@ filter::LocalReply ConcurrencyLimit::on_request(const filter::RequestInfo& reque
   (void)state;
   // A refused request's body is not read: its connection closes after the answer.
   if (!try_admit(in_flight_, limit_)) {
-    return filter::refuse(503, reason::kConcurrencyLimit, request.has_body);
+    return filter::refuse(503, reason_, request.has_body);
   }
   if (active_ != nullptr) active_->inc();
   return {};

@@ -1,19 +1,23 @@
-// Listener concurrency limit: at most `limits.max_concurrent_requests` requests of one listener
-// in flight at once, across all workers; the next one is answered at once with
-// 503 concurrency_limit (Retry-After: 1) without touching an upstream — fail fast, like
-// Envoy's overload actions, rather than queueing behind work that is already late.
+// Concurrency limit: at most N requests in flight at once across all workers, the next one
+// answered at once with 503 (Retry-After: 1) without touching an upstream — fail fast, like
+// Envoy's overload actions, rather than queueing behind work that is already late. Two
+// bindings: a listener's (503 concurrency_limit) and a cluster's, on the route chains of the
+// routes to that cluster (503 cluster_concurrency_limit).
 //
 // A request counts from the moment it passed hygiene and routing until it is over (answered,
 // failed, or abandoned by the client): the filter takes a slot in on_request and gives it back
 // in on_complete, which the chain runs exactly once for every admitted request.
 //
-// Config (binding: bind_concurrency_limit):
-//   listeners[].limits.max_concurrent_requests   1 .. 2^32-1, default 1000
+// Config:
+//   listeners[].limits.max_concurrent_requests   1 .. 2^32-1, default 1000 (bind_concurrency_limit)
+//   clusters[].max_concurrent_requests           1 .. 2^32-1, default 1000
+//                                                (bind_cluster_concurrency_limit)
 //
 // Metrics (handles resolved when the snapshot is built):
 //   bulwark_listener_requests_active{listener}                     gauge, admitted requests
-//   bulwark_gateway_responses_total{listener,status="503",reason="concurrency_limit"}
-//                                                                  counter (the LocalReply path)
+//   bulwark_gateway_responses_total{listener,status="503",reason="concurrency_limit" or
+//                                   "cluster_concurrency_limit"}   counter (the LocalReply path)
+//   bulwark_cluster_requests_active{cluster}                       gauge (cluster binding)
 //
 // Thread-safety: the in-flight count is one atomic shared by every worker (it outlives config
 // snapshots, so a reload neither resets nor double-counts requests in flight).
@@ -35,9 +39,9 @@ void release(std::atomic<uint32_t>& in_flight) noexcept;
 
 class ConcurrencyLimit final : public filter::RequestFilter {
  public:
-  ConcurrencyLimit(std::atomic<uint32_t>& in_flight, uint32_t limit,
-                   observe::Gauge* active) noexcept
-      : in_flight_(in_flight), limit_(limit), active_(active) {}
+  ConcurrencyLimit(std::atomic<uint32_t>& in_flight, uint32_t limit, observe::Gauge* active,
+                   std::string_view reason) noexcept
+      : in_flight_(in_flight), limit_(limit), active_(active), reason_(reason) {}
 
   std::string_view name() const noexcept override { return "concurrency_limit"; }
   filter::LocalReply on_request(const filter::RequestInfo& request,
@@ -50,11 +54,17 @@ class ConcurrencyLimit final : public filter::RequestFilter {
   std::atomic<uint32_t>& in_flight_;
   uint32_t limit_;
   observe::Gauge* active_;
+  std::string_view reason_;  // a filter/reasons.h constant
 };
 
 // The config binding: the listener's limit over its shared in-flight count.
 std::unique_ptr<filter::RequestFilter> bind_concurrency_limit(const config::Listener& listener,
                                                               std::atomic<uint32_t>& in_flight,
                                                               observe::ListenerMetrics& metrics);
+// The cluster's limit over its in-flight count (route/policy_store.h ClusterState), for the
+// chain of a route to that cluster.
+std::unique_ptr<filter::RequestFilter> bind_cluster_concurrency_limit(
+    const config::Cluster& cluster, std::atomic<uint32_t>& in_flight,
+    observe::ClusterMetrics& metrics);
 
 }  // namespace bulwark::gateway::filters
