@@ -303,7 +303,8 @@ json cluster_json(const config::Cluster& c) {
                                    {"interval", format_duration(c.health_check->interval)},
                                    {"timeout", format_duration(c.health_check->timeout)},
                                    {"healthy_threshold", c.health_check->healthy_threshold},
-                                   {"unhealthy_threshold", c.health_check->unhealthy_threshold}}
+                                   {"unhealthy_threshold", c.health_check->unhealthy_threshold},
+                                   {"expected_statuses", c.health_check->expected_statuses}}
                             : json(nullptr);
   return out;
 }

@@ -523,6 +523,32 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   return out;
 }
 
+// health_check.expected_statuses: the statuses a probe passes on ("2xx" classes or statuses).
+void load_expected_statuses(Loader& l, const YAML::Node& n, const std::string& p,
+                            HealthCheckSpec& out) {
+  if (!n["expected_statuses"].IsDefined()) return;
+  const std::string q = Loader::child(p, "expected_statuses");
+  out.expected_statuses = l.strings(n, "expected_statuses", p);
+  out.expected.fill(false);
+  if (out.expected_statuses.empty()) l.error(n["expected_statuses"], q, "must not be empty");
+  for (std::size_t i = 0; i < out.expected_statuses.size(); ++i) {
+    const std::string& name = out.expected_statuses[i];
+    if (name.size() == 3 && name[0] >= '1' && name[0] <= '5' && name.substr(1) == "xx") {
+      const int base = (name[0] - '0') * 100;
+      for (int s = base; s < base + 100; ++s) out.expected[s - 100] = true;
+      continue;
+    }
+    int status = 0;
+    const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), status);
+    if (ec != std::errc{} || end != name.data() + name.size() || status < 100 || status > 599) {
+      l.error(n["expected_statuses"][i], Loader::index(q, i),
+              "expected a status 100..599 or a class such as 2xx, got '" + name + "'");
+      continue;
+    }
+    out.expected[status - 100] = true;
+  }
+}
+
 // circuit_breaker.failure_on: the outcomes the breaker counts as failures.
 void load_failure_set(Loader& l, const YAML::Node& n, const std::string& p, FailureSet& out) {
   if (!n["failure_on"].IsDefined()) return;
@@ -657,7 +683,8 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
               out.outlier_detection = od;
             });
   l.section(n, "health_check", p,
-            {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold"},
+            {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold",
+             "expected_statuses"},
             [&](const YAML::Node& m, const std::string& q) {
               HealthCheckSpec hc;
               l.string(m, "path", q, hc.path);
@@ -667,6 +694,7 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
               l.duration(m, "timeout", q, hc.timeout);
               l.integer(m, "healthy_threshold", q, hc.healthy_threshold, 1, 1000);
               l.integer(m, "unhealthy_threshold", q, hc.unhealthy_threshold, 1, 1000);
+              load_expected_statuses(l, m, q, hc);
               out.health_check = hc;
             });
   return out;

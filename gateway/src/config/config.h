@@ -175,6 +175,16 @@ struct HealthCheckSpec {
   Duration timeout = 1s;
   uint32_t healthy_threshold = 2;
   uint32_t unhealthy_threshold = 3;
+  // expected_statuses: "2xx"-style classes or statuses 100..599; a probe passes on one of them.
+  std::vector<std::string> expected_statuses = {"2xx"};
+  std::array<bool, 500> expected = default_expected();  // index status - 100
+
+  bool expects(int s) const noexcept { return s >= 100 && s <= 599 && expected[s - 100]; }
+  static constexpr std::array<bool, 500> default_expected() noexcept {
+    std::array<bool, 500> a{};
+    for (int i = 100; i < 200; ++i) a[i] = true;
+    return a;
+  }
 };
 
 struct Cluster {

@@ -21,6 +21,7 @@
 #include "bulwark/observe/registry.h"
 #include "listener/worker.h"
 #include "route/runtime.h"
+#include "upstream/health_checker.h"
 
 namespace bulwark::gateway::proxy {
 
@@ -69,6 +70,7 @@ struct Gateway::Impl {
   bulwark::observe::Logger log;
   bulwark::observe::Registry registry;
   Shared shared;
+  std::unique_ptr<upstream::HealthChecker> health_checker;  // probes the current snapshot
   std::vector<std::unique_ptr<Worker>> workers;
   std::unique_ptr<admin::AdminServer> admin;
   TimePoint started{};
@@ -102,6 +104,8 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
     s.shared.listeners.push_back(std::make_unique<ListenerShared>());
   }
   s.current = route::build_snapshot(s.startup, *s.startup, s.generation, s.shared);
+  s.health_checker = std::make_unique<upstream::HealthChecker>(s.logs.logger("health"));
+  s.health_checker->watch(s.current);
   s.shared.metrics.reload_result(true, s.generation);
   s.shared.metrics.set_access_log_dropped_source(
       [&s]() -> uint64_t { return s.shared.access_log ? s.shared.access_log->dropped() : 0; });
@@ -244,6 +248,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   generation = gen;
   current = snap;
   for (auto& w : workers) w->install(snap);
+  health_checker->watch(snap);
   ++reload_ok;
   shared.metrics.reload_result(true, generation);
   log.info("configuration reloaded", {{"generation", generation}});
@@ -303,10 +308,27 @@ json Gateway::Impl::stats() {
   return doc;
 }
 
+namespace {
+
+// The breaker's state ("none" without one) and an endpoint's health ("ejected" while outlier
+// detection keeps it out, else its health-check status: unknown | up | down).
+std::string_view breaker_state(const route::ClusterRuntime& c) {
+  return c.state && c.state->breaker ? circuit::to_string(c.state->breaker->state()) : "none";
+}
+
+std::string_view endpoint_health(const route::EndpointRuntime& e, TimePoint now) {
+  if (!e.health) return "unknown";
+  return e.health->ejected(now) ? "ejected" : upstream::to_string(e.health->status());
+}
+
+}  // namespace
+
 json Gateway::Impl::clusters() {
   const auto snap = snapshot();
+  const TimePoint now = clock.now();
   json out = json::array();
   for (const auto& c : snap->clusters) {
+    const std::string_view breaker = breaker_state(c);
     json eps = json::array();
     for (const auto& e : c.endpoints) {
       const auto* m = e.metrics;
@@ -318,13 +340,16 @@ json Gateway::Impl::clusters() {
                      {"pool_busy", m->pool_busy ? m->pool_busy->value() : 0.0},
                      {"requests_total", total},
                      {"connect_failures", m->connect_failures ? m->connect_failures->value() : 0.0},
-                     // Active health checks and breakers arrive with the resilience work.
-                     {"health", "unknown"},
-                     {"breaker", "none"}});
+                     {"health", endpoint_health(e, now)},
+                     {"ejections", e.health ? e.health->ejections() : 0},
+                     // The cluster's breaker guards every call to the endpoint.
+                     {"breaker", breaker}});
     }
     out.push_back({{"name", c.config->name},
                    {"lb", c.config->lb == config::LoadBalancing::round_robin ? "round_robin"
                                                                              : "least_request"},
+                   {"breaker", breaker},
+                   {"requests_active", c.state ? c.state->in_flight.load() : 0},
                    {"endpoints", eps}});
   }
   return out;

@@ -127,6 +127,13 @@ void PolicyStore::collect(bulwark::observe::MetricsSink& sink) {
       sink.counter("bulwark_endpoint_ejections_total",
                    "Times outlier detection ejected the endpoint.",
                    {{"cluster", c->name}, {"endpoint", address}}, health->ejections());
+      for (const bool passed : {true, false}) {
+        sink.counter(
+            "bulwark_endpoint_health_checks_total",
+            "Active health-check probes of the endpoint, by result.",
+            {{"cluster", c->name}, {"endpoint", address}, {"result", passed ? "passed" : "failed"}},
+            static_cast<double>(passed ? health->probes_passed() : health->probes_failed()));
+      }
       for (auto status : {upstream::HealthStatus::unknown, upstream::HealthStatus::up,
                           upstream::HealthStatus::down}) {
         sink.gauge("bulwark_endpoint_health",

@@ -13,6 +13,7 @@
 //   bulwark_endpoint_ejections_total{cluster,endpoint}  counter
 //   bulwark_endpoint_health{cluster,endpoint,status}    gauge  1 for the health-check status
 //                                                              (unknown | up | down)
+//   bulwark_endpoint_health_checks_total{cluster,endpoint,result}  counter  passed | failed
 //   bulwark_rate_limit_keys{limit}                gauge  keys with a state in the limiter
 //   bulwark_rate_limit_decisions_total{limit,result}   counter  result: allowed | limited
 //   bulwark_rate_limit_evictions_total{limit,kind}     counter  kind: idle | forced

@@ -97,12 +97,19 @@ class EndpointHealth {
   }
 
   HealthProbeState probes;  // the health checker's, on its thread only
+  void count_probe(bool passed) noexcept {
+    (passed ? probes_passed_ : probes_failed_).fetch_add(1, std::memory_order_relaxed);
+  }
+  uint64_t probes_passed() const noexcept { return probes_passed_.load(std::memory_order_relaxed); }
+  uint64_t probes_failed() const noexcept { return probes_failed_.load(std::memory_order_relaxed); }
 
  private:
   std::atomic<uint32_t> consecutive_{0};
   std::atomic<uint32_t> ejections_{0};
   std::atomic<int64_t> ejected_until_{INT64_MIN};  // steady-clock nanoseconds
   std::atomic<HealthStatus> status_{HealthStatus::unknown};
+  std::atomic<uint64_t> probes_passed_{0};
+  std::atomic<uint64_t> probes_failed_{0};
 };
 
 // Whether an attempt's result counts as an outlier failure: a 5xx answer or a gateway failure.

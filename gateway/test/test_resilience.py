@@ -1,0 +1,298 @@
+"""The resilience policies applied to proxied requests, end to end: retries (another endpoint,
+replayed bodies, non-idempotent methods, Retry-After, the budget), the circuit breaker (opens
+without touching the upstream, half-opens, closes), outlier ejection, per-client and per-route
+rate limits (429 with the RateLimit fields, a second client unaffected, dry run, bad keys), the
+cluster concurrency limit and stream.max_chunks. Each asserts statuses, reasons, what the
+upstreams saw and the metrics."""
+
+import threading
+import time
+
+from harness import Client, GatewayTest, make_config, request, scale, wait_until
+
+FAST_BACKOFF = {"base": "1ms", "max": "5ms"}
+
+
+def with_route(config, **route_opts):
+    config["routes"][0].update(route_opts)
+    return config
+
+
+def with_cluster(config, **cluster_opts):
+    config["clusters"][0].update(cluster_opts)
+    return config
+
+
+class RetryTest(GatewayTest):
+    def setUp(self):
+        super().setUp()
+        self.bad = self.start_upstream()
+        self.bad.answer_all = (503, [])
+        self.good = self.start_upstream()
+
+    def gateway(self, endpoints, **retry):
+        spec = {"attempts": 2, "backoff": FAST_BACKOFF}
+        spec.update(retry)
+        return self.start_gateway(with_route(make_config(endpoints), retry=spec))
+
+    def test_one_failing_endpoint_of_two_costs_no_get(self):
+        gw = self.gateway([self.bad.address, self.good.address])
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok?i=%d" % i).status for i in range(20)]
+        self.assertEqual(statuses, [200] * 20)
+        self.assertGreater(self.bad.count(), 0, "round robin never reached the bad endpoint")
+        # Every 503 was retried once, on the other endpoint.
+        self.assertEqual(gw.metric_value("bulwark_route_retries_total", {"route": "api"}),
+                         self.bad.count())
+        self.assertEqual(self.good.count(), 20)
+
+    def test_a_body_is_replayed_byte_for_byte(self):
+        gw = self.gateway([self.bad.address, self.good.address])
+        body = bytes(range(256)) * 40  # 10 KiB
+        resp = request(gw.port, "PUT", "/echo", body=body)
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(resp.body, body)
+        self.assertEqual(self.bad.count(), 1)
+
+    def test_a_post_that_reached_the_upstream_is_not_retried(self):
+        gw = self.gateway([self.bad.address])
+        resp = request(gw.port, "POST", "/ok", body=b"x" * 100)
+        self.assertEqual(resp.status, 503)
+        self.assertEqual(self.bad.count(), 1)
+        self.assertEqual(gw.metric_value("bulwark_route_retries_denied_total",
+                                         {"route": "api", "reason": "not_idempotent"}), 1)
+
+    def test_a_post_is_retried_when_the_route_opts_in(self):
+        gw = self.gateway([self.bad.address, self.good.address], non_idempotent=True)
+        resp = request(gw.port, "POST", "/echo", body=b"payload")
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(resp.body, b"payload")
+
+    def test_404_is_never_retried(self):
+        self.bad.answer_all = (404, [])
+        gw = self.gateway([self.bad.address, self.good.address], on=["5xx"])
+        resp = request(gw.port, "GET", "/ok")
+        self.assertEqual(resp.status, 404)
+        self.assertEqual(self.bad.count() + self.good.count(), 1)
+
+    def test_retry_after_is_honoured_up_to_the_cap(self):
+        self.bad.answer_all = (503, [("Retry-After", "30")])
+        gw = self.gateway([self.bad.address], max_retry_after="300ms")
+        start = time.monotonic()
+        resp = request(gw.port, "GET", "/ok", timeout=scale(10))
+        elapsed = time.monotonic() - start
+        self.assertEqual(resp.status, 503)
+        self.assertEqual(self.bad.count(), 2)
+        self.assertGreaterEqual(elapsed, 0.25, "the retry did not wait for Retry-After")
+        self.assertLess(elapsed, scale(5), "Retry-After was not capped")
+
+    def test_the_budget_bounds_retries(self):
+        # No ratio, a floor of one retry per 10 s window.
+        gw = self.gateway([self.bad.address], attempts=3,
+                          budget={"ratio": 0, "min_per_second": 0.1})
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(5)]
+        self.assertEqual(statuses, [503] * 5)
+        self.assertEqual(gw.metric_value("bulwark_route_retries_total", {"route": "api"}), 1)
+        self.assertEqual(self.bad.count(), 6)
+        self.assertEqual(gw.metric_value("bulwark_retry_budget_exhausted_total",
+                                         {"target": "backend"}), 5)
+
+    def test_connect_failures_go_to_the_other_endpoint(self):
+        from upstream import closed_port
+        gw = self.gateway(["127.0.0.1:%d" % closed_port(), self.good.address])
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(6)]
+        self.assertEqual(statuses, [200] * 6)
+
+
+class BreakerTest(GatewayTest):
+    def test_opens_refuses_without_the_upstream_then_half_opens_and_closes(self):
+        up = self.start_upstream()
+        up.answer_all = (500, [])
+        breaker = {"consecutive_failures": 3, "open": {"duration": "1s"},
+                   "half_open": {"probes": 1, "success_threshold": 1}}
+        gw = self.start_gateway(with_cluster(make_config([up.address]), circuit_breaker=breaker))
+        with Client(gw.port) as c:
+            for _ in range(3):
+                self.assertEqual(c.request("GET", "/ok").status, 500)
+            refused = c.request("GET", "/ok")
+        self.assertGatewayResponse(refused, 503, "circuit_open")
+        self.assertEqual(refused.header("retry-after"), "1")
+        self.assertEqual(up.count(), 3, "an open breaker let a request through")
+        self.assertEqual(gw.metric_value("bulwark_breaker_state",
+                                         {"breaker": "backend", "state": "open"}), 1)
+        _, clusters = gw.admin_json("/clusters")
+        self.assertEqual(clusters[0]["breaker"], "open", clusters)
+        self.assertEqual(clusters[0]["endpoints"][0]["breaker"], "open", clusters)
+
+        up.answer_all = None
+        # Within the open time every request is refused at once; after it one probe passes,
+        # succeeds and closes the breaker.
+        self.assertTrue(wait_until(lambda: request(gw.port, "GET", "/ok").status == 200,
+                                   scale(5), interval=0.05, what="breaker to close"))
+        self.assertEqual(gw.metric_value("bulwark_breaker_state",
+                                         {"breaker": "backend", "state": "closed"}), 1)
+        self.assertEqual(request(gw.port, "GET", "/ok").status, 200)
+
+    def test_4xx_answers_do_not_open_it(self):
+        up = self.start_upstream()
+        up.answer_all = (404, [])
+        gw = self.start_gateway(with_cluster(make_config([up.address]),
+                                             circuit_breaker={"consecutive_failures": 2}))
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(5)]
+        self.assertEqual(statuses, [404] * 5)
+
+
+class OutlierTest(GatewayTest):
+    def test_a_failing_endpoint_is_ejected_and_traffic_goes_to_the_other(self):
+        bad = self.start_upstream()
+        bad.answer_all = (502, [])
+        good = self.start_upstream()
+        gw = self.start_gateway(with_cluster(
+            make_config([bad.address, good.address]),
+            outlier_detection={"consecutive_5xx": 2, "base_ejection": "30s"}))
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(12)]
+        self.assertEqual(statuses.count(502), 2, statuses)
+        self.assertEqual(bad.count(), 2)
+        self.assertEqual(gw.metric_value("bulwark_endpoint_ejected",
+                                         {"cluster": "backend", "endpoint": bad.address}), 1)
+        self.assertEqual(gw.metric_value("bulwark_endpoint_ejections_total",
+                                         {"endpoint": bad.address}), 1)
+        _, clusters = gw.admin_json("/clusters")
+        health = {e["address"]: e["health"] for e in clusters[0]["endpoints"]}
+        self.assertEqual(health, {bad.address: "ejected", good.address: "unknown"})
+
+
+class HealthCheckTest(GatewayTest):
+    CHECK = {"path": "/ok", "interval": "100ms", "timeout": "500ms", "healthy_threshold": 1,
+             "unhealthy_threshold": 2}
+
+    def health(self, gw, address, status):
+        return gw.metric_value("bulwark_endpoint_health",
+                               {"endpoint": address, "status": status}) == 1
+
+    def test_a_down_endpoint_gets_no_traffic_and_comes_back_when_it_passes(self):
+        bad = self.start_upstream()
+        bad.answer_all = (503, [])
+        good = self.start_upstream()
+        gw = self.start_gateway(with_cluster(make_config([bad.address, good.address]),
+                                             health_check=self.CHECK))
+        self.assertTrue(wait_until(lambda: self.health(gw, bad.address, "down") and
+                                   self.health(gw, good.address, "up"), scale(5),
+                                   what="probes to mark the endpoints"))
+        probe = bad.last_request()
+        self.assertEqual(probe.header("user-agent"), "bulwark-health-check")
+        before = bad.count()
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(10)]
+        self.assertEqual(statuses, [200] * 10)
+        # Only probes reached the down endpoint meanwhile.
+        self.assertTrue(all(r.header("user-agent") == "bulwark-health-check"
+                            for r in bad.requests[before:]))
+        self.assertGreater(gw.metric_value("bulwark_endpoint_health_checks_total",
+                                           {"endpoint": bad.address, "result": "failed"}), 1)
+        bad.answer_all = None
+        self.assertTrue(wait_until(lambda: self.health(gw, bad.address, "up"), scale(5),
+                                   what="the endpoint to come back"))
+        self.assertIn("endpoint health changed", gw.stderr())
+
+    def test_no_usable_endpoint_is_503_no_healthy_endpoint(self):
+        bad = self.start_upstream()
+        bad.answer_all = (500, [])
+        gw = self.start_gateway(with_cluster(make_config([bad.address]),
+                                             health_check=self.CHECK))
+        self.assertTrue(wait_until(lambda: self.health(gw, bad.address, "down"), scale(5),
+                                   what="the probe to mark the endpoint down"))
+        resp = request(gw.port, "GET", "/ok")
+        self.assertGatewayResponse(resp, 503, "no_healthy_endpoint")
+        _, clusters = gw.admin_json("/clusters")
+        self.assertEqual(clusters[0]["endpoints"][0]["health"], "down")
+
+
+class RateLimitTest(GatewayTest):
+    def test_per_client_limit_answers_429_and_spares_other_clients(self):
+        up = self.start_upstream()
+        config = make_config([up.address])
+        config["listeners"][0]["rate_limit"] = {"per_client": {"rate": "5/s"}}
+        gw = self.start_gateway(config)
+        start = time.monotonic()
+        with Client(gw.port) as c:
+            responses = [c.request("GET", "/ok") for _ in range(20)]
+        elapsed = time.monotonic() - start
+        allowed = sum(1 for r in responses if r.status == 200)
+        refused = [r for r in responses if r.status == 429]
+        self.assertEqual(allowed + len(refused), 20)
+        self.assertGreaterEqual(allowed, 5)
+        self.assertLessEqual(allowed, 5 + int(elapsed * 5) + 1)
+        self.assertGatewayResponse(refused[0], 429, "rate_limited")
+        self.assertEqual(refused[0].header("ratelimit-limit"), "5")
+        self.assertEqual(refused[0].header("ratelimit-remaining"), "0")
+        self.assertEqual(refused[0].header("retry-after"), "1")
+        self.assertIsNotNone(refused[0].header("ratelimit-reset"))
+        self.assertEqual(up.count(), allowed, "a refused request reached the upstream")
+        with Client(gw.port, source="127.0.0.2") as other:
+            self.assertEqual(other.request("GET", "/ok").status, 200)
+        self.assertEqual(gw.metric_value("bulwark_rate_limit_decisions_total",
+                                         {"limit": "public/per_client", "result": "limited"}),
+                         len(refused))
+
+    def test_route_limit_by_header_with_bounded_keys_and_dry_run(self):
+        up = self.start_upstream()
+        config = make_config([up.address])
+        api = config["routes"][0]
+        dry = dict(api, name="dry", match={"path_prefix": "/dry", "host": "*"},
+                   rate_limit={"key": "route", "rate": "1/s", "dry_run": True})
+        api["rate_limit"] = {"key": "header:X-Api-Key", "rate": "1/s", "max_key_bytes": 16}
+        config["routes"] = [dry, api]
+        gw = self.start_gateway(config)
+        with Client(gw.port) as c:
+            self.assertEqual(c.request("GET", "/ok", headers=[("X-Api-Key", "a")]).status, 200)
+            self.assertEqual(c.request("GET", "/ok", headers=[("X-Api-Key", "a")]).status, 429)
+            self.assertEqual(c.request("GET", "/ok", headers=[("X-Api-Key", "b")]).status, 200)
+            bad = c.request("GET", "/ok", headers=[("X-Api-Key", "k" * 17)])
+            self.assertGatewayResponse(bad, 400, "bad_client_key")
+        with Client(gw.port) as c:
+            self.assertEqual([c.request("GET", "/dry").status for _ in range(3)], [200] * 3)
+        self.assertEqual(gw.metric_value("bulwark_rate_limit_decisions_total",
+                                         {"limit": "dry", "result": "limited"}), 2)
+
+
+class ClusterLimitTest(GatewayTest):
+    def test_cluster_concurrency_limit_fails_fast(self):
+        up = self.start_upstream()
+        gw = self.start_gateway(with_cluster(make_config([up.address]),
+                                             max_concurrent_requests=1))
+        slow = {}
+        t = threading.Thread(target=lambda: slow.update(
+            r=request(gw.port, "GET", "/slow?ms=1500", timeout=scale(10))), daemon=True)
+        t.start()
+        self.assertTrue(up.slow_waiting.wait(scale(5)))
+        resp = request(gw.port, "GET", "/ok")
+        self.assertGatewayResponse(resp, 503, "cluster_concurrency_limit")
+        t.join(scale(10))
+        self.assertEqual(slow["r"].status, 200)
+        self.assertEqual(request(gw.port, "GET", "/ok").status, 200)
+        self.assertEqual(gw.metric_value("bulwark_cluster_requests_active",
+                                         {"cluster": "backend"}), 0)
+
+
+class StreamChunksTest(GatewayTest):
+    def test_max_chunks_cuts_a_stream(self):
+        up = self.start_upstream()
+        gw = self.start_gateway(make_config([up.address], stream={"max_chunks": 3}))
+        with Client(gw.port, timeout=scale(10)) as c:
+            c.send("GET /sse?n=10&gap_ms=1 HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            head = c.read_head()
+            self.assertEqual(head.status, 200)
+            self.assertTrue(c.wait_closed(scale(5)), "stream not cut after 3 chunks")
+        self.assertTrue(wait_until(lambda: gw.metric_value(
+            "bulwark_route_stream_aborts_total", {"reason": "stream_max_chunks"}) == 1,
+            scale(5), what="stream_max_chunks abort counted"))
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
