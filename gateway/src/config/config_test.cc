@@ -286,6 +286,69 @@ clusters:
   EXPECT_NE(e[0].find("connect-fail"), std::string::npos) << e[0];
 }
 
+TEST(Config, ResilienceKnobsLoadWithTheirDefaults) {
+  const Config d = parse_ok(kMinimal);
+  EXPECT_FALSE(d.listeners[0].per_client_dry_run);
+  EXPECT_EQ(d.routes[0].stream.max_chunks, 1'000'000u);
+  EXPECT_TRUE(d.clusters[0].breaker_failures.connect_failure);
+  EXPECT_TRUE(d.clusters[0].breaker_failures.counts_status(503));
+  EXPECT_FALSE(d.clusters[0].breaker_failures.counts_status(429));
+
+  const Config c = parse_ok(R"(
+listeners:
+  - name: public
+    listen: 127.0.0.1:8080
+    rate_limit: {per_client: {rate: 5/s, dry_run: true}}
+routes:
+  - name: api
+    cluster: backend
+    retry: {max_retry_after: 2s}
+    rate_limit: {key: "header:X-Api-Key", rate: 10/s, dry_run: true, max_key_bytes: 64}
+    stream: {max_chunks: 0}
+clusters:
+  - name: backend
+    endpoints: [127.0.0.1:9001]
+    circuit_breaker: {failure_on: [timeout, "429", gateway-error]}
+    health_check: {expected_statuses: [2xx, "301"]}
+)");
+  EXPECT_TRUE(c.listeners[0].per_client_dry_run);
+  EXPECT_EQ(c.routes[0].retry->max_retry_after, 2s);
+  EXPECT_TRUE(c.routes[0].rate_limit->dry_run);
+  EXPECT_EQ(c.routes[0].rate_limit->max_key_bytes, 64u);
+  EXPECT_EQ(c.routes[0].stream.max_chunks, 0u);
+  const FailureSet& f = c.clusters[0].breaker_failures;
+  EXPECT_TRUE(f.timeout);
+  EXPECT_FALSE(f.connect_failure);
+  EXPECT_FALSE(f.reset);
+  EXPECT_TRUE(f.counts_status(429));
+  EXPECT_TRUE(f.counts_status(502));
+  EXPECT_FALSE(f.counts_status(500));
+  const HealthCheckSpec& h = *c.clusters[0].health_check;
+  EXPECT_TRUE(h.expects(204));
+  EXPECT_TRUE(h.expects(301));
+  EXPECT_FALSE(h.expects(302));
+}
+
+TEST(Config, BadResilienceValuesNameTheirPath) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - name: api
+    cluster: backend
+    rate_limit: {rate: 1/s, max_key_bytes: 0}
+clusters:
+  - name: backend
+    endpoints: [127.0.0.1:9001]
+    circuit_breaker: {failure_on: [reset, "200"]}
+    health_check: {expected_statuses: [6xx]}
+)");
+  ASSERT_EQ(e.size(), 3u) << ::testing::PrintToString(e);
+  EXPECT_NE(e[0].find("routes[0].rate_limit.max_key_bytes"), std::string::npos) << e[0];
+  EXPECT_NE(e[1].find("clusters[0].circuit_breaker.failure_on[1]"), std::string::npos) << e[1];
+  EXPECT_NE(e[2].find("clusters[0].health_check.expected_statuses[0]"), std::string::npos) << e[2];
+}
+
 TEST(Config, TimeWindowSizeIsADuration) {
   const Config c = parse_ok(std::string(kMinimal) + R"(
   - name: timed
