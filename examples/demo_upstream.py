@@ -159,6 +159,9 @@ class DemoHandler(BaseHTTPRequestHandler):
             self._hello(body_bytes)
         elif path == "/healthz":
             self._send_json(200, {"status": "ok"})
+        elif path == "/flaky":
+            # A backend that is down: the gateway's circuit breaker opens in front of it.
+            self._send_json(503, {"error": "flaky backend is down"})
         elif path == "/slow":
             ms = _int_param(query, "ms", 1000, 0, 60000)
             time.sleep(ms / 1000.0)

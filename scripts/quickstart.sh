@@ -132,6 +132,8 @@ EOF
   try "curl -i '$gw/slow?ms=3000'" "504 first_byte_timeout"
   try "curl -i --path-as-is $gw/%2e%2e/etc/passwd" "400 path_traversal"
   try "curl -i -X DELETE $gw/" "405 method_not_allowed"
+  try "for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' $gw/flaky; done" \
+    "503 x3 upstream, then circuit_open"
   try "curl -s $admin/metrics | grep bulwark_route" "Prometheus metrics"
   try "curl -s $admin/stats" "counters (JSON)"
   try "curl -s $admin/clusters" "endpoints and their state"
@@ -224,7 +226,28 @@ else
   fail "GET /%2e%2e/etc/passwd -> curl failed"
 fi
 
-# 4. Admin: metrics count the routed requests; the other pages answer.
+# 4. A circuit breaker opens: three 503s from the upstream, then the gateway's own 503
+#    circuit_open, with the upstream no longer called.
+statuses=""
+for i in 1 2 3; do
+  statuses="$statuses$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$gw/flaky" || true) "
+done
+h=$workdir/h5
+curl -s -m 5 -D "$h" -o /dev/null "$gw/flaky" || true
+status=$(status_of "$h")
+reason=$(header_of "$h" x-bulwark-reason)
+if [ "$statuses" = "503 503 503 " ] && [ "$status" = 503 ] && [ "$reason" = circuit_open ]; then
+  pass "GET /flaky x4 -> 503 503 503 from the upstream, then 503 circuit_open (breaker open)"
+else
+  fail "GET /flaky x4 -> '$statuses' then $status '$reason', want 503 x3 then circuit_open"
+fi
+if curl -fs -m 5 "$admin/clusters" | grep -q '"breaker":"open"'; then
+  pass "admin /clusters -> the flaky cluster's breaker is open"
+else
+  fail "admin /clusters -> no open breaker"
+fi
+
+# 5. Admin: metrics count the routed requests; the other pages answer.
 b=$workdir/b4
 if curl -fs -m 5 -o "$b" "$admin/metrics" && grep -q '^bulwark_route_requests_total' "$b"; then
   pass "admin /metrics -> has bulwark_route_requests_total"

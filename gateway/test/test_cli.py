@@ -71,6 +71,15 @@ class CliTest(GatewayTest):
         with open(path) as f:
             self.assertEqual(r.returncode, 0, (r, f.read()))
 
+    def test_every_example_config_is_valid(self):
+        examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "examples")
+        names = sorted(n for n in os.listdir(examples) if n.endswith(".yaml"))
+        self.assertIn("resilience.yaml", names)
+        for name in names:
+            r = self.run_bin("--check-config", "--config", os.path.join(examples, name))
+            self.assertEqual(r.returncode, 0, (name, r))
+
     def test_check_config_typo_reports_position_path_and_hint(self):
         path = self.write("typo.yaml", TYPO)
         r = self.run_bin("--check-config", "--config", path)
