@@ -5,10 +5,11 @@ rate limits (429 with the RateLimit fields, a second client unaffected, dry run,
 cluster concurrency limit and stream.max_chunks. Each asserts statuses, reasons, what the
 upstreams saw and the metrics."""
 
+import os
 import threading
 import time
 
-from harness import Client, GatewayTest, make_config, request, scale, wait_until
+from harness import Client, GatewayTest, PeerClosed, make_config, request, scale, wait_until
 
 FAST_BACKOFF = {"base": "1ms", "max": "5ms"}
 
@@ -98,6 +99,28 @@ class RetryTest(GatewayTest):
         self.assertEqual(gw.metric_value("bulwark_retry_budget_exhausted_total",
                                          {"target": "backend"}), 5)
 
+    def test_an_always_failing_upstream_gets_at_most_the_budget(self):
+        # 60 requests, 3 attempts each: without a budget 180 upstream calls. The budget allows
+        # ratio x requests + floor x window seconds retries.
+        gw = self.gateway([self.bad.address], attempts=3,
+                          budget={"ratio": 0.2, "min_per_second": 0.5})
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(60)]
+        self.assertEqual(statuses, [503] * 60)
+        self.assertLessEqual(self.bad.count(), int(60 * 1.2 + 0.5 * 10))
+        self.assertGreater(self.bad.count(), 60, "no retry at all")
+
+    def test_no_retry_after_the_first_response_byte(self):
+        # Head and 1000 body bytes, then a reset: the client has the head already.
+        gw = self.gateway([self.good.address], attempts=3, on=["reset", "5xx"])
+        with Client(gw.port, timeout=scale(5)) as c:
+            c.send("GET /reset_mid HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            head = c.read_head()
+            self.assertEqual(head.status, 200)
+            self.assertTrue(c.wait_closed(scale(5)))
+        self.assertEqual(self.good.count("/reset_mid"), 1)
+        self.assertEqual(gw.metric_value("bulwark_route_retries_total", {"route": "api"}), 0)
+
     def test_connect_failures_go_to_the_other_endpoint(self):
         from upstream import closed_port
         gw = self.gateway(["127.0.0.1:%d" % closed_port(), self.good.address])
@@ -135,6 +158,28 @@ class BreakerTest(GatewayTest):
                                          {"breaker": "backend", "state": "closed"}), 1)
         self.assertEqual(request(gw.port, "GET", "/ok").status, 200)
 
+    def test_opens_on_the_failure_rate_and_refuses_in_well_under_a_millisecond(self):
+        up = self.start_upstream()
+        breaker = {"window": {"type": "count", "size": 10}, "min_calls": 10,
+                   "failure_rate": "50%", "open": {"duration": "30s"}}
+        gw = self.start_gateway(with_cluster(make_config([up.address]), circuit_breaker=breaker))
+        with Client(gw.port) as c:
+            # 3 successes and 7 failures (500) in the window of 10: 70 % > 50 %.
+            for i in range(10):
+                path = "/status?code=500" if i % 5 in (1, 2, 4) or i == 8 else "/ok"
+                c.request("GET", path)
+            self.assertEqual(up.count(), 10)
+            refused = [c.request("GET", "/ok") for _ in range(20)]
+        self.assertTrue(all(r.header("x-bulwark-reason") == "circuit_open" for r in refused))
+        self.assertEqual(up.count(), 10)
+        rec = gw.wait_access(lambda r: r.get("reason") == "circuit_open")
+        self.assertIsNotNone(rec)
+        durations = [r["duration_ms"] for r in gw.access_lines() if r.get("reason") == "circuit_open"]
+        self.assertEqual(len(durations), 20)
+        self.assertLess(sorted(durations)[len(durations) // 2], 1.0, durations)
+        self.assertGreaterEqual(gw.metric_value("bulwark_breaker_transitions_total",
+                                                {"breaker": "backend"}), 1)
+
     def test_4xx_answers_do_not_open_it(self):
         up = self.start_upstream()
         up.answer_all = (404, [])
@@ -164,6 +209,27 @@ class OutlierTest(GatewayTest):
         _, clusters = gw.admin_json("/clusters")
         health = {e["address"]: e["health"] for e in clusters[0]["endpoints"]}
         self.assertEqual(health, {bad.address: "ejected", good.address: "unknown"})
+
+
+class OutlierRecoveryTest(GatewayTest):
+    def test_one_bad_endpoint_of_three_is_routed_around_and_comes_back(self):
+        ups = [self.start_upstream() for _ in range(3)]
+        ups[1].answer_all = (503, [])
+        gw = self.start_gateway(with_cluster(
+            make_config([u.address for u in ups]),
+            outlier_detection={"consecutive_5xx": 1, "base_ejection": "1s"}))
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(9)]
+        self.assertEqual(statuses.count(503), 1, statuses)
+        self.assertEqual(ups[1].count(), 1)
+        ups[1].answer_all = None
+        # After the ejection time it is picked again.
+        def back():
+            request(gw.port, "GET", "/ok")
+            return ups[1].count() > 1
+        self.assertTrue(wait_until(back, scale(5), interval=0.05, what="endpoint back"))
+        self.assertEqual(gw.metric_value("bulwark_endpoint_ejected",
+                                         {"endpoint": ups[1].address}), 0)
 
 
 class HealthCheckTest(GatewayTest):
@@ -239,6 +305,22 @@ class RateLimitTest(GatewayTest):
                                          {"limit": "public/per_client", "result": "limited"}),
                          len(refused))
 
+    def test_a_10_per_second_limit_admits_10_per_second_over_5_seconds(self):
+        up = self.start_upstream()
+        config = make_config([up.address])
+        config["listeners"][0]["rate_limit"] = {"per_client": {"rate": "10/s", "burst": 1}}
+        gw = self.start_gateway(config)
+        allowed = 0
+        with Client(gw.port) as c:
+            start = time.monotonic()
+            while time.monotonic() - start < 5.0:
+                if c.request("GET", "/ok").status == 200:
+                    allowed += 1
+            elapsed = time.monotonic() - start
+        expected = 1 + 10 * elapsed  # the burst, then 10 per second
+        self.assertGreaterEqual(allowed, expected * 0.95 - 1, (allowed, elapsed))
+        self.assertLessEqual(allowed, expected * 1.05 + 1, (allowed, elapsed))
+
     def test_route_limit_by_header_with_bounded_keys_and_dry_run(self):
         up = self.start_upstream()
         config = make_config([up.address])
@@ -272,11 +354,93 @@ class ClusterLimitTest(GatewayTest):
         self.assertTrue(up.slow_waiting.wait(scale(5)))
         resp = request(gw.port, "GET", "/ok")
         self.assertGatewayResponse(resp, 503, "cluster_concurrency_limit")
+        rec = gw.wait_access(lambda r: r.get("reason") == "cluster_concurrency_limit")
+        self.assertIsNotNone(rec)
+        self.assertLess(rec["duration_ms"], 5.0, rec)
         t.join(scale(10))
         self.assertEqual(slow["r"].status, 200)
         self.assertEqual(request(gw.port, "GET", "/ok").status, 200)
         self.assertEqual(gw.metric_value("bulwark_cluster_requests_active",
                                          {"cluster": "backend"}), 0)
+
+
+class ChaosTest(GatewayTest):
+    """Every policy on, upstreams that reset mid-answer, answer garbage, never answer or storm
+    503s: the gateway stays up, every client gets a well-formed answer or a clean close, and
+    its descriptors and memory come back to where they were."""
+
+    def fd_count(self, gw):
+        return len(os.listdir("/proc/%d/fd" % gw.pid))
+
+    def test_the_gateway_survives_and_gives_back_what_it_took(self):
+        from upstream import Blackhole
+        flaky = self.start_upstream()
+        storm = self.start_upstream()
+        storm.answer_all = (503, [])
+        hole = Blackhole()
+        self.addCleanup(hole.close)
+        config = make_config([flaky.address, storm.address, hole.address],
+                             route_timeouts={"request": "3s", "per_try": "300ms",
+                                             "first_byte": "300ms"},
+                             cluster_opts={"connect_timeout": "200ms",
+                                           "pool": {"max_per_endpoint": 64, "max_idle": 2,
+                                                    "idle_timeout": "60s"}})
+        config["listeners"][0]["rate_limit"] = {"per_client": {"rate": "1000/s", "burst": 1000}}
+        with_route(config, retry={"attempts": 3, "backoff": FAST_BACKOFF,
+                                  "budget": {"ratio": 0.5, "min_per_second": 50}})
+        with_cluster(config, max_concurrent_requests=64,
+                     circuit_breaker={"failure_rate": "90%", "min_calls": 50,
+                                      "open": {"duration": "500ms"}},
+                     outlier_detection={"consecutive_5xx": 3, "base_ejection": "500ms"})
+        gw = self.start_gateway(config)
+        for _ in range(3):
+            request(gw.port, "GET", "/ok")
+        fds_before, rss_before = self.fd_count(gw), gw.rss_kib()
+
+        paths = ["/ok", "/reset_mid", "/bad", "/reset", "/slow?ms=2000", "/ok?drop=1", "/echo"]
+        outcomes = {"answered": 0, "closed": 0}
+        problems = []
+        lock = threading.Lock()
+
+        def client(seed):
+            for i in range(40):
+                path = paths[(seed + i) % len(paths)]
+                try:
+                    method, body = ("PUT", b"z" * 5000) if path == "/echo" else ("GET", None)
+                    resp = request(gw.port, method, path, body=body, timeout=scale(10))
+                    ok = 100 <= resp.status <= 599 and (resp.status < 500 or resp.status in
+                                                        (500, 502, 503, 504))
+                    with lock:
+                        outcomes["answered"] += 1
+                        if not ok:
+                            problems.append((path, resp.status))
+                except PeerClosed:
+                    with lock:
+                        outcomes["closed"] += 1  # a stream cut after its head: a clean close
+                except Exception as e:  # noqa: BLE001 - any other failure is a finding
+                    with lock:
+                        problems.append((path, repr(e)))
+
+        threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(scale(120))
+        self.assertFalse(any(t.is_alive() for t in threads), "a client hung")
+        self.assertEqual(problems, [])
+        self.assertEqual(outcomes["answered"] + outcomes["closed"], 240, outcomes)
+        self.assertGreater(outcomes["closed"], 0, "no stream was cut: /reset_mid not reached")
+        self.assertTrue(gw.alive(), gw.stderr()[-2000:])
+        # Still serving (a 503 when the breaker or ejection still holds the bad endpoints out).
+        self.assertIn(request(gw.port, "GET", "/ok", timeout=scale(5)).status, (200, 503))
+        # Descriptors: the client connections are gone, at most max_idle pooled connections per
+        # endpoint remain.
+        self.assertTrue(wait_until(lambda: self.fd_count(gw) <= fds_before + 2 * 3, scale(10),
+                                   interval=0.1, what="descriptors back"),
+                        (fds_before, self.fd_count(gw)))
+        self.assertLess(gw.rss_kib() - rss_before, 16 * 1024, "RSS grew by more than 16 MiB")
+        self.assertEqual(gw.metric_value("bulwark_listener_requests_active"), 0)
+        self.assertEqual(gw.metric_value("bulwark_cluster_requests_active"), 0)
 
 
 class StreamChunksTest(GatewayTest):
