@@ -190,6 +190,43 @@ class BreakerTest(GatewayTest):
         self.assertEqual(statuses, [404] * 5)
 
 
+class FallbackTest(GatewayTest):
+    def setUp(self):
+        super().setUp()
+        self.primary = self.start_upstream()
+        self.primary.answer_all = (503, [])
+        self.backup = self.start_upstream()
+        config = make_config([self.primary.address])
+        config["clusters"][0]["circuit_breaker"] = {"consecutive_failures": 2,
+                                                    "open": {"duration": "30s"}}
+        backup = dict(config["clusters"][0], name="backup", endpoints=[self.backup.address])
+        del backup["circuit_breaker"]
+        config["clusters"].append(backup)
+        config["routes"][0]["fallback"] = ["backup"]
+        self.gw = self.start_gateway(config)
+
+    def test_the_backup_serves_while_the_primary_fails_and_its_breaker_is_open(self):
+        with Client(self.gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(10)]
+        self.assertEqual(statuses, [200] * 10)
+        # Two 503s opened the breaker; after that the primary was not called at all.
+        self.assertEqual(self.primary.count(), 2)
+        self.assertEqual(self.backup.count(), 10)
+        self.assertEqual(self.gw.metric_value("bulwark_route_fallbacks_total", {"route": "api"}),
+                         10)
+        self.assertEqual(self.gw.metric_value("bulwark_breaker_state",
+                                              {"breaker": "backend", "state": "open"}), 1)
+
+    def test_a_body_is_replayed_to_the_backup_and_a_sent_post_is_not(self):
+        body = b"0123456789" * 300
+        resp = request(self.gw.port, "PUT", "/echo", body=body)
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(resp.body, body)
+        resp = request(self.gw.port, "POST", "/echo", body=b"once")
+        self.assertEqual(resp.status, 503)  # the primary's answer: the POST reached it
+        self.assertEqual(self.backup.count("/echo"), 1)
+
+
 class OutlierTest(GatewayTest):
     def test_a_failing_endpoint_is_ejected_and_traffic_goes_to_the_other(self):
         bad = self.start_upstream()

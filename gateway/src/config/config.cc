@@ -406,6 +406,9 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   if (!n["cluster"].IsDefined()) l.error(n, p, "missing required key 'cluster'");
   l.string(n, "cluster", p, out.cluster);
   out.fallback = l.strings(n, "fallback", p);
+  // filter/filter.h kMaxFallbacks: an attempt's cluster is a small index.
+  if (out.fallback.size() > 8)
+    l.error(n["fallback"], Loader::child(p, "fallback"), "at most 8 fallback clusters");
   l.section(n, "match", p, {"path_prefix", "host", "methods"},
             [&](const YAML::Node& m, const std::string& q) {
               l.string(m, "path_prefix", q, out.match.path_prefix);

@@ -66,10 +66,10 @@ LocalReply ChainRun::on_request(const RequestInfo& request) {
   return {};
 }
 
-LocalReply ChainRun::before_attempt(TimePoint now) {
+LocalReply ChainRun::before_attempt(const AttemptStart& start) {
   LocalReply reply;
   each<CallPolicy>([&](const CallPolicy& p, FilterState& s) {
-    if (!reply) reply = p.before_attempt(now, s);
+    if (!reply) reply = p.before_attempt(start, s);
   });
   return reply;
 }
@@ -91,7 +91,8 @@ RetryAdvice ChainRun::retry(const AttemptOutcome& outcome) {
 }
 
 void ChainRun::on_response_head(ResponseHead& head) {
-  each<ResponseFilter>([&](const ResponseFilter& f, FilterState& s) { f.on_response_head(head, s); });
+  each<ResponseFilter>(
+      [&](const ResponseFilter& f, FilterState& s) { f.on_response_head(head, s); });
 }
 
 void ChainRun::on_body(std::string_view piece) {

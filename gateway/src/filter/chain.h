@@ -63,7 +63,7 @@ class ChainRun {
   // Runs the request filters; the first LocalReply stops the walk and is returned.
   LocalReply on_request(const RequestInfo& request);
 
-  LocalReply before_attempt(TimePoint now);
+  LocalReply before_attempt(const AttemptStart& start);
   void after_attempt(const AttemptOutcome& outcome);
   RetryAdvice retry(const AttemptOutcome& outcome);
 

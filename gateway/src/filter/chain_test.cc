@@ -42,8 +42,8 @@ class Policy final : public CallPolicy {
  public:
   explicit Policy(Log& log) : log_(log) {}
   std::string_view name() const noexcept override { return "policy"; }
-  LocalReply before_attempt(TimePoint now, FilterState& state) const override {
-    (void)now;
+  LocalReply before_attempt(const AttemptStart& start, FilterState& state) const override {
+    (void)start;
     ++state.state<int>();
     log_.calls.push_back("before#" + std::to_string(state.state<int>()));
     return {};
@@ -73,9 +73,9 @@ TEST(FilterChain, RequestFiltersRunListenerFirstAndCompleteInReverse) {
   EXPECT_FALSE(run.on_request({}));
   run.complete({200, {}, {}});
   run.complete({500, {}, {}});  // idempotent
-  EXPECT_EQ(log.calls, (std::vector<std::string>{"l1.request#1", "r1.request#1", "r2.request#1",
-                                                 "r2.complete:200", "r1.complete:200",
-                                                 "l1.complete:200"}));
+  EXPECT_EQ(log.calls,
+            (std::vector<std::string>{"l1.request#1", "r1.request#1", "r2.request#1",
+                                      "r2.complete:200", "r1.complete:200", "l1.complete:200"}));
 }
 
 TEST(FilterChain, ARefusalStopsTheWalkAndOnlyEnteredFiltersComplete) {
@@ -108,8 +108,8 @@ TEST(FilterChain, StateIsFreshForEveryRequestAndAbandonedRequestsComplete) {
     EXPECT_FALSE(run.on_request({}));
     // Not completed: the run is destroyed with the connection.
   }
-  EXPECT_EQ(log.calls, (std::vector<std::string>{"l1.request#1", "l1.complete:200",
-                                                 "l1.request#1", "l1.complete:0"}));
+  EXPECT_EQ(log.calls, (std::vector<std::string>{"l1.request#1", "l1.complete:200", "l1.request#1",
+                                                 "l1.complete:0"}));
 }
 
 TEST(FilterChain, CallPoliciesWrapEveryAttemptAndAdviseRetries) {
@@ -130,7 +130,8 @@ TEST(FilterChain, CallPoliciesWrapEveryAttemptAndAdviseRetries) {
   ok.status = 200;
   run.after_attempt(ok);
   EXPECT_FALSE(run.retry(ok).again);
-  EXPECT_EQ(log.calls, (std::vector<std::string>{"before#1", "after:503", "before#2", "after:200"}));
+  EXPECT_EQ(log.calls,
+            (std::vector<std::string>{"before#1", "after:503", "before#2", "after:200"}));
 }
 
 TEST(FilterChain, RefusesMoreFiltersThanTheInlineStateHolds) {

@@ -96,6 +96,17 @@ class RequestFilter {
   }
 };
 
+// Which of a route's clusters an attempt goes to: 0 is the route's cluster, i its i-th
+// fallback (routes[].fallback).
+using ClusterIndex = uint8_t;
+inline constexpr std::size_t kMaxFallbacks = 8;
+
+// An attempt about to start, as call policies see it.
+struct AttemptStart {
+  TimePoint now;
+  ClusterIndex cluster = 0;
+};
+
 // The outcome of one upstream attempt, as call policies see it.
 struct AttemptOutcome {
   enum class Kind : uint8_t {
@@ -119,6 +130,7 @@ struct AttemptOutcome {
   std::optional<Duration> retry_after;  // the answer's Retry-After (delta-seconds), if any
   TimePoint now;
   Random* random = nullptr;  // the worker's seeded source (backoff jitter); never null
+  ClusterIndex cluster = 0;  // as in AttemptStart
 };
 
 struct RetryAdvice {
@@ -132,7 +144,7 @@ class CallPolicy {
   virtual std::string_view name() const noexcept = 0;
   // Before every attempt: an empty LocalReply lets it start; otherwise the call ends with it
   // (e.g. 503 circuit_open with Retry-After).
-  virtual LocalReply before_attempt(TimePoint now, FilterState& state) const = 0;
+  virtual LocalReply before_attempt(const AttemptStart& start, FilterState& state) const = 0;
   // After every attempt that before_attempt let start.
   virtual void after_attempt(const AttemptOutcome& outcome, FilterState& state) const = 0;
   // Whether another attempt should follow this outcome, and after which delay. The call stops

@@ -71,6 +71,9 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
       "Requests to the cluster in flight (its max_concurrent_requests bounds them).", {"cluster"});
   route_retries_ = &r.counter("bulwark_route_retries_total",
                               "Upstream attempts after the first one, by route.", {"route"});
+  route_fallbacks_ =
+      &r.counter("bulwark_route_fallbacks_total",
+                 "Calls that moved on to one of the route's fallback clusters.", {"route"});
   route_retries_denied_ = &r.counter(
       "bulwark_route_retries_denied_total",
       "Retryable failures that were not retried, by route and reason.", {"route", "reason"});
@@ -135,6 +138,7 @@ RouteMetrics& GatewayMetrics::route(const std::string& name) {
     m.response_bytes = &route_response_bytes_->with({name});
     m.aborts_family = route_stream_aborts_;
     m.retries = &route_retries_->with({name});
+    m.fallbacks = &route_fallbacks_->with({name});
     for (std::size_t i = 0; i < kRetryDenials.size(); ++i) {
       m.retries_denied[i] = &route_retries_denied_->with({name, kRetryDenials[i]});
     }

@@ -16,6 +16,8 @@
 //   bulwark_cluster_request_duration_seconds{cluster}          histogram
 //   bulwark_cluster_requests_active{cluster}                   gauge    against the cluster's
 //                                                                       max_concurrent_requests
+//   bulwark_route_fallbacks_total{route}                       counter  calls moved on to a
+//                                                                       fallback cluster
 //   bulwark_route_retries_total{route}                         counter  attempts after the first
 //   bulwark_route_retries_denied_total{route,reason}           counter  retryable failures not
 //                                                                       retried, by reason
@@ -86,6 +88,7 @@ struct RouteMetrics {
   bulwark::observe::Family<Counter>* aborts_family = nullptr;
   std::string name;
   Counter* retries = nullptr;
+  Counter* fallbacks = nullptr;
   // By kRetryDenials order: retries_exhausted, budget_exhausted, deadline_exceeded,
   // not_replayable, not_idempotent.
   std::array<Counter*, 5> retries_denied{};
@@ -159,6 +162,7 @@ class GatewayMetrics {
   FamilyPtr<Histogram> cluster_duration_;
   FamilyPtr<Gauge> cluster_requests_active_;
   FamilyPtr<Counter> route_retries_;
+  FamilyPtr<Counter> route_fallbacks_;
   FamilyPtr<Counter> route_retries_denied_;
   FamilyPtr<Counter> endpoint_requests_;
   FamilyPtr<Histogram> endpoint_duration_;

@@ -40,8 +40,9 @@ void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
 // the route's rate limit, then retry and the cluster's breaker (the breaker last: it is the
 // only call policy that refuses an attempt).
 std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
-                                                 const ClusterRuntime& cluster,
+                                                 const RouteRuntime& runtime,
                                                  observe::RouteMetrics& metrics, Shared& shared) {
+  const ClusterRuntime& cluster = *runtime.cluster;
   auto chain = std::make_unique<filter::FilterChain>();
   chain->add(filters::bind_cluster_concurrency_limit(*cluster.config, cluster.state->in_flight,
                                                      *cluster.metrics));
@@ -51,7 +52,10 @@ std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
            filters::bind_retry(
                route, shared.policies.budget(cluster.config->name, route.retry->budget), metrics));
   }
-  add_if(*chain, filters::bind_circuit_breaker(*cluster.config, cluster.state));
+  std::vector<std::pair<const config::Cluster*, std::shared_ptr<ClusterState>>> guarded{
+      {cluster.config, cluster.state}};
+  for (const ClusterRuntime* f : runtime.fallbacks) guarded.emplace_back(f->config, f->state);
+  add_if(*chain, filters::bind_circuit_breaker(guarded));
   return chain;
 }
 
@@ -100,7 +104,12 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     for (const auto& c : snap->clusters) {
       if (c.config->name == r.cluster) rr.cluster = &c;
     }
-    rr.filters = route_chain(r, *rr.cluster, *rr.metrics, shared);
+    for (const std::string& name : r.fallback) {
+      for (const auto& c : snap->clusters) {
+        if (c.config->name == name) rr.fallbacks.push_back(&c);
+      }
+    }
+    rr.filters = route_chain(r, rr, *rr.metrics, shared);
     snap->routes.push_back(std::move(rr));
   }
   return snap;

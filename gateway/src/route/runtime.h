@@ -50,6 +50,9 @@ struct ClusterRuntime {
 struct RouteRuntime {
   const config::Route* config = nullptr;
   const ClusterRuntime* cluster = nullptr;
+  // routes[].fallback, in order: tried when the cluster's breaker is open, it has no usable
+  // endpoint, or its attempts failed (upstream/exchange.h).
+  std::vector<const ClusterRuntime*> fallbacks;
   observe::RouteMetrics* metrics = nullptr;
   // The route's filters: the cluster's concurrency limit and the route's rate limit (request
   // filters), retry and the cluster's circuit breaker (call policies).

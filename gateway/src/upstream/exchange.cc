@@ -51,39 +51,80 @@ http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request
   continue_sent_ = false;
   previous_endpoint_ = nullptr;
 
-  const route::ClusterRuntime& cluster = *request.route->cluster;
+  sent_any_ = false;
+  pool_ = nullptr;
+
+  for (std::size_t index = 0;; ++index) {
+    cluster_ = index == 0 ? request.route->cluster : request.route->fallbacks[index - 1];
+    cluster_index_ = static_cast<filter::ClusterIndex>(index);
+    co_await call_cluster(client);
+    if (!may_fall_back(index)) break;
+    // The next cluster gets the request afresh: this one's connection carries nothing more.
+    close_upstream();
+    in_.consume(in_.size());
+    if (pool_ != nullptr) release_slot(*pool_);
+    pool_ = nullptr;
+    previous_endpoint_ = nullptr;
+    result.reply = {};
+    replaying_ = body_taken();
+    if (request.route->metrics->fallbacks) request.route->metrics->fallbacks->inc();
+  }
+  if (pool_ != nullptr) {
+    if (stage_ == Stage::ok) co_await relay_response(client);
+    finish(*pool_);
+    release_slot(*pool_);
+    pool_ = nullptr;
+  }
+  in_.release(worker_.buffers);
+}
+
+http::Task<void> Exchange::call_cluster(ClientLeg& client) {
   for (;;) {
-    const route::EndpointRuntime* endpoint = choose_endpoint(cluster);
+    const route::EndpointRuntime* endpoint = choose_endpoint(*cluster_);
     if (endpoint == nullptr) {
-      result.reply = filter::refuse(503, reason::kNoHealthyEndpoint, !client.parser.is_done());
-      break;
+      fail(503, reason::kNoHealthyEndpoint);
+      result_->reply.close = !client.parser.is_done();
+      co_return;
     }
-    result.endpoint = endpoint;
-    EndpointPool& pool = worker_.upstreams.pool(*request.snapshot, *endpoint);
-    if (!pool.reserve(cluster.config->pool.max_per_endpoint)) {
-      result.reply = filter::refuse(503, reason::kPoolExhausted, !client.parser.is_done());
-      break;
+    result_->endpoint = endpoint;
+    EndpointPool& pool = worker_.upstreams.pool(*request_->snapshot, *endpoint);
+    if (!pool.reserve(cluster_->config->pool.max_per_endpoint)) {
+      fail(503, reason::kPoolExhausted);
+      result_->reply.close = !client.parser.is_done();
+      co_return;
     }
     ++pool.active;
     if (endpoint->metrics->active) endpoint->metrics->active->inc();
+    pool_ = &pool;
     co_await attempts(client, pool);
     const filter::RetryAdvice advice = ask_retry();
-    if (!advice.again) {
-      if (stage_ == Stage::ok) co_await relay_response(client);
-      finish(pool);
-      release_slot(pool);
-      break;
-    }
+    if (!advice.again) co_return;
     // The failed attempt's connection carries nothing more; the next goes elsewhere if it can.
     close_upstream();
     in_.consume(in_.size());
     release_slot(pool);
+    pool_ = nullptr;
     previous_endpoint_ = endpoint;
     co_await wait_before_retry(advice.delay);
-    result.reply = {};
+    result_->reply = {};
     replaying_ = body_taken();
   }
-  in_.release(worker_.buffers);
+}
+
+bool Exchange::may_fall_back(std::size_t index) const noexcept {
+  if (index >= request_->route->fallbacks.size()) return false;
+  if (stage_ == Stage::client_gone || request_body_failed_ || result_->client_gone) return false;
+  FallbackFacts facts;
+  facts.failed_locally = stage_ == Stage::failed;
+  facts.reply_status = result_->reply.status;
+  facts.reply_reason = result_->reply.reason;
+  facts.upstream_status = stage_ == Stage::ok && parser_ ? parser_->status() : 0;
+  facts.replayable = !body_taken() || (client_->parser.is_done() && !replay_overflow_);
+  facts.idempotent = is_idempotent(request_->head.method);
+  facts.sent = sent_any_;
+  facts.non_idempotent_allowed =
+      request_->route->config->retry && request_->route->config->retry->non_idempotent;
+  return should_fall_back(facts);
 }
 
 void Exchange::release_slot(EndpointPool& pool) noexcept {
@@ -113,7 +154,7 @@ http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
   for (int round = 0; round < 2; ++round) {
     stage_ = Stage::ok;
     upstream_reusable_ = true;
-    result_->reply = request_->chain->before_attempt(now());
+    result_->reply = request_->chain->before_attempt({now(), cluster_index_});
     if (result_->reply) {
       result_->reply.close = result_->reply.close || !client.parser.is_done();
       stage_ = Stage::failed;
@@ -131,6 +172,7 @@ http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
       if (stage_ == Stage::ok) co_await read_response_head();
     }
     last_outcome_ = describe_attempt(connected);
+    sent_any_ = sent_any_ || request_sent_;
     last_outcome_.replaced = round == 0 && connected && stage_ == Stage::failed &&
                              !request_body_failed_ && may_replace_stale(stale_facts());
     request_->chain->after_attempt(last_outcome_);
@@ -159,6 +201,7 @@ filter::AttemptOutcome Exchange::describe_attempt(bool connected) const {
   // A body not yet taken from the client can still be sent; one taken must have been kept.
   outcome.replayable = !body_taken() || (client_->parser.is_done() && !replay_overflow_);
   outcome.random = &worker_.random;
+  outcome.cluster = cluster_index_;
   if (stage_ != Stage::failed) {
     outcome.kind = Kind::response;
     outcome.status = stage_ == Stage::ok ? parser_->status() : 0;
@@ -194,7 +237,7 @@ http::Task<void> Exchange::wait_before_retry(std::chrono::nanoseconds delay) {
 }
 
 void Exchange::record_outlier(const filter::AttemptOutcome& outcome) {
-  const route::ClusterRuntime& cluster = *request_->route->cluster;
+  const route::ClusterRuntime& cluster = *cluster_;
   const std::optional<config::OutlierDetection>& spec = cluster.config->outlier_detection;
   if (!spec) return;
   const bool failure =
@@ -209,7 +252,9 @@ void Exchange::record_outlier(const filter::AttemptOutcome& outcome) {
 
 void Exchange::keep_for_replay(std::string_view framed_body) {
   if (framed_body.empty() || replay_overflow_) return;
-  if (!request_->route->config->retry || replay_.size() + framed_body.size() > kReplayBytes) {
+  // Kept only where it can be sent again: a route with retry or fallback clusters.
+  const bool may_resend = request_->route->config->retry || !request_->route->fallbacks.empty();
+  if (!may_resend || replay_.size() + framed_body.size() > kReplayBytes) {
     replay_overflow_ = true;  // never sent again: nothing more is kept
     replay_.clear();
     return;
@@ -220,7 +265,7 @@ void Exchange::keep_for_replay(std::string_view framed_body) {
 http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse) {
   close_upstream();
   reused_ = false;
-  const config::Cluster& cluster = *request_->route->cluster->config;
+  const config::Cluster& cluster = *cluster_->config;
   if (allow_reuse) {
     if (auto idle = pool.take_idle(now(), cluster.pool.idle_timeout)) {
       socket_.emplace(std::move(*idle));
@@ -581,7 +626,7 @@ void Exchange::finish(EndpointPool& pool) {
   if (socket_ && can_pool(facts)) {
     // After an answer without a body a misbehaving upstream may send one anyway: such a
     // connection is peeked before its next use.
-    const config::Cluster& cluster = *request_->route->cluster->config;
+    const config::Cluster& cluster = *cluster_->config;
     pool.put_idle(std::move(*socket_), now(), cluster.pool.max_idle, cluster.pool.idle_timeout,
                   /*verify=*/framing_.no_body);
     socket_.reset();

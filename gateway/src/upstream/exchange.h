@@ -1,13 +1,20 @@
 // Exchange: one request's call to its cluster — the station after the request filters.
 //
-//   1. pick an endpoint (exchange_rules.h pick_endpoint) and reserve a pool slot
-//      (503 pool_exhausted when max_per_endpoint are busy)
+//   1. pick a usable endpoint (exchange_rules.h pick_endpoint: not ejected, not down; 503
+//      no_healthy_endpoint when none is) and reserve a pool slot (503 pool_exhausted when
+//      max_per_endpoint are busy)
 //   2. call policies' before_attempt (filter/filter.h), then the attempt: a pooled connection
 //      or a new one (connect_timeout), the request head written into the connection's one
 //      write buffer and sent with whatever body is already buffered in one write, the rest of
 //      the body relayed as it arrives (100 Continue sent to the client when it asked), the
 //      answer's head read under the first-byte deadline. A pooled connection found dead before
-//      any answer byte is replaced once (exchange_rules.h may_replace_stale; not a retry)
+//      any answer byte is replaced once (exchange_rules.h may_replace_stale; not a retry).
+//      After the attempt, outlier detection records its result, and the call policies may ask
+//      for another (retry: the body kept up to kReplayBytes is replayed byte for byte, another
+//      endpoint preferred, the wait bounded by the route's deadline)
+//   1b. when the cluster's call failed (breaker open, no usable endpoint, attempts spent) and
+//      the request may be sent again (exchange_rules.h should_fall_back), the same with the
+//      route's next fallback cluster
 //   3. the answer's head re-framed for the client (http/head_writer.h), response filters, then
 //      the body relayed piece by piece under the route's stream guards, with back-pressure:
 //      nothing is read from the upstream while the client has not taken the last piece
@@ -104,6 +111,7 @@ class Exchange {
  private:
   enum class Stage : uint8_t { ok, failed, client_gone };
 
+  http::Task<void> call_cluster(ClientLeg& client);
   http::Task<void> attempts(ClientLeg& client, EndpointPool& pool);
   http::Task<void> wait_before_retry(std::chrono::nanoseconds delay);
   http::Task<bool> open_connection(EndpointPool& pool, bool allow_reuse);
@@ -120,6 +128,7 @@ class Exchange {
   bool body_taken() const noexcept { return !replay_.empty() || replay_overflow_; }
   const route::EndpointRuntime* choose_endpoint(const route::ClusterRuntime& cluster);
   filter::RetryAdvice ask_retry();
+  bool may_fall_back(std::size_t index) const noexcept;
   void record_outlier(const filter::AttemptOutcome& outcome);
   void keep_for_replay(std::string_view framed_body);
   void release_slot(EndpointPool& pool) noexcept;
@@ -169,6 +178,11 @@ class Exchange {
   bool attempt_ran_ = false;      // the last round reached the upstream (after_attempt ran)
   filter::AttemptOutcome last_outcome_;
   const route::EndpointRuntime* previous_endpoint_ = nullptr;
+  bool sent_any_ = false;  // a request byte may have reached an upstream, in any attempt
+  // The cluster being called (the route's, or a fallback) and the pool slot held.
+  const route::ClusterRuntime* cluster_ = nullptr;
+  filter::ClusterIndex cluster_index_ = 0;
+  EndpointPool* pool_ = nullptr;
 };
 
 }  // namespace bulwark::gateway::upstream

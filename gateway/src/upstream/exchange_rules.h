@@ -5,6 +5,7 @@
 //   pick_endpoint            round_robin / least_request over a cluster's usable endpoints,
 //                            away from the one a retry leaves
 //   may_replace_stale        whether a reused connection found dead may be replaced by a new one
+//   should_fall_back         whether a failed call moves on to the route's next fallback cluster
 //   can_pool                 whether an upstream connection goes back to the pool
 //   connect_deadline, first_byte_deadline, body_read_deadline, stream_read_deadline
 //                            which deadline binds an operation, and the status and reason the
@@ -54,6 +55,31 @@ std::optional<std::size_t> pick_endpoint(config::LoadBalancing lb, uint64_t curs
     if (lb != config::LoadBalancing::least_request && !avoided) break;
   }
   return pick;
+}
+
+// Whether a call that ended on one of a route's clusters moves on to its next fallback
+// cluster: the call failed — the gateway's own 502, 503 (circuit_open, no_healthy_endpoint,
+// pool_exhausted, connect_failure, upstream_reset, bad_response) or 504 other than the route's
+// deadline (request_timeout: nothing is left for another cluster), or the upstream answered
+// 502, 503 or 504 — and the request may be sent again (replayable, and idempotent or never sent
+// or the route's retry.non_idempotent).
+struct FallbackFacts {
+  bool failed_locally = false;  // the gateway made the reply (reply_status, reply_reason)
+  int reply_status = 0;
+  std::string_view reply_reason;
+  int upstream_status = 0;  // the upstream's answer otherwise
+  bool replayable = true;
+  bool idempotent = true;
+  bool sent = false;
+  bool non_idempotent_allowed = false;
+};
+constexpr bool should_fall_back(const FallbackFacts& f) noexcept {
+  const bool failed = f.failed_locally
+                          ? (f.reply_status == 502 || f.reply_status == 503 ||
+                             (f.reply_status == 504 && f.reply_reason != reason::kRequestTimeout))
+                          : (f.upstream_status >= 502 && f.upstream_status <= 504);
+  const bool safe = f.replayable && (f.idempotent || !f.sent || f.non_idempotent_allowed);
+  return failed && safe;
 }
 
 // RFC 9110 §9.2.2.

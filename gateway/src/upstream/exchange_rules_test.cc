@@ -49,6 +49,30 @@ TEST(PickEndpoint, ARetryAvoidsThePreviousEndpointUnlessItIsTheOnlyOne) {
   EXPECT_EQ(pick_endpoint(config::LoadBalancing::least_request, 2, 3, of, only_first, 0), 0u);
 }
 
+TEST(Fallback, FailedCallsThatMaySafelyBeSentAgainMoveOn) {
+  const FallbackFacts open{
+      .failed_locally = true, .reply_status = 503, .reply_reason = reason::kCircuitOpen};
+  EXPECT_TRUE(should_fall_back(open));
+  EXPECT_TRUE(should_fall_back({.upstream_status = 503}));
+  EXPECT_FALSE(should_fall_back({.upstream_status = 500}));
+  EXPECT_FALSE(should_fall_back({.upstream_status = 200}));
+  EXPECT_FALSE(should_fall_back({.upstream_status = 404}));
+  EXPECT_TRUE(should_fall_back(
+      {.failed_locally = true, .reply_status = 504, .reply_reason = reason::kFirstByteTimeout}));
+  // The route's deadline has passed: nothing is left for another cluster.
+  EXPECT_FALSE(should_fall_back(
+      {.failed_locally = true, .reply_status = 504, .reply_reason = reason::kRequestTimeout}));
+  EXPECT_FALSE(should_fall_back({.failed_locally = true, .reply_status = 413}));
+  FallbackFacts post = open;
+  post.idempotent = false;
+  post.sent = true;
+  EXPECT_FALSE(should_fall_back(post));
+  post.non_idempotent_allowed = true;
+  EXPECT_TRUE(should_fall_back(post));
+  post.replayable = false;
+  EXPECT_FALSE(should_fall_back(post));
+}
+
 TEST(StaleConnection, ReplacedOnlyWhenNothingCanHaveBeenProcessedTwice) {
   EXPECT_TRUE(may_replace_stale({.reused = true, .idempotent = true}));
   EXPECT_FALSE(may_replace_stale({.reused = false, .idempotent = true}));

@@ -29,16 +29,25 @@ uint32_t breaker_retry_after_seconds(Duration until_admitted) noexcept {
   return seconds < 1 ? 1 : static_cast<uint32_t>(seconds);
 }
 
-filter::LocalReply CircuitBreakerPolicy::before_attempt(TimePoint now,
+circuit::CircuitBreaker* CircuitBreakerPolicy::breaker_of(
+    filter::ClusterIndex cluster) const noexcept {
+  if (cluster >= clusters_.size() || !clusters_[cluster].state) return nullptr;
+  return clusters_[cluster].state->breaker.get();
+}
+
+filter::LocalReply CircuitBreakerPolicy::before_attempt(const filter::AttemptStart& start,
                                                         filter::FilterState& state) const {
   Held& held = state.state<Held>();
-  const circuit::Admission admission = cluster_->breaker->try_acquire(now);
+  held.held = false;
+  circuit::CircuitBreaker* breaker = breaker_of(start.cluster);
+  if (breaker == nullptr) return {};
+  const circuit::Admission admission = breaker->try_acquire(start.now);
   if (!admission.allowed) {
     filter::LocalReply reply = filter::refuse(503, reason::kCircuitOpen);
     reply.retry_after_seconds = breaker_retry_after_seconds(admission.retry_after);
     return reply;
   }
-  held = {admission.permit, true};
+  held = {admission.permit, start.cluster, true};
   return {};
 }
 
@@ -47,10 +56,10 @@ void CircuitBreakerPolicy::after_attempt(const filter::AttemptOutcome& outcome,
   Held& held = state.state<Held>();
   if (!held.held) return;
   held.held = false;
-  circuit::CircuitBreaker& breaker = *cluster_->breaker;
+  circuit::CircuitBreaker& breaker = *breaker_of(held.cluster);
   if (outcome.replaced) {
     breaker.release(held.permit);
-  } else if (counts_as_failure(failures_, outcome)) {
+  } else if (counts_as_failure(clusters_[held.cluster].failures, outcome)) {
     breaker.on_failure(held.permit, outcome.now);
   } else {
     breaker.on_success(held.permit, outcome.now);

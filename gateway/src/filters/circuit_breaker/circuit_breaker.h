@@ -14,7 +14,9 @@
 //   - a stale pooled connection replaced before any answer byte gives its permit back
 //     (release): it says nothing about the cluster.
 // The filter is the last call policy of a chain: the only one that can refuse an attempt, so a
-// refusal never strands another policy's per-attempt state.
+// refusal never strands another policy's per-attempt state. A route's filter holds the breaker
+// of its cluster and of each fallback cluster (AttemptStart::cluster says which one an attempt
+// goes to); a cluster without circuit_breaker admits everything.
 //
 // Config (binding: bind_circuit_breaker):
 //   clusters[].circuit_breaker.{window_type, window_size, min_calls, failure_rate,
@@ -32,6 +34,8 @@
 #pragma once
 
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "bulwark/circuit/circuit_breaker.h"
 #include "config/config.h"
@@ -49,26 +53,38 @@ uint32_t breaker_retry_after_seconds(Duration until_admitted) noexcept;
 
 class CircuitBreakerPolicy final : public filter::CallPolicy {
  public:
-  CircuitBreakerPolicy(std::shared_ptr<route::ClusterState> cluster,
-                       config::FailureSet failures) noexcept
-      : cluster_(std::move(cluster)), failures_(failures) {}
+  // One breaker and failure set per cluster of the route (index = filter::ClusterIndex); a null
+  // state or one without a breaker admits everything.
+  struct Guarded {
+    std::shared_ptr<route::ClusterState> state;  // keeps the breaker alive
+    config::FailureSet failures;
+  };
+  explicit CircuitBreakerPolicy(std::vector<Guarded> clusters) noexcept
+      : clusters_(std::move(clusters)) {}
+  CircuitBreakerPolicy(std::shared_ptr<route::ClusterState> cluster, config::FailureSet failures)
+      : CircuitBreakerPolicy(std::vector<Guarded>{{std::move(cluster), failures}}) {}
 
   std::string_view name() const noexcept override { return "circuit_breaker"; }
-  filter::LocalReply before_attempt(TimePoint now, filter::FilterState& state) const override;
+  filter::LocalReply before_attempt(const filter::AttemptStart& start,
+                                    filter::FilterState& state) const override;
   void after_attempt(const filter::AttemptOutcome& outcome,
                      filter::FilterState& state) const override;
 
  private:
   struct Held {
     circuit::Permit permit;
+    filter::ClusterIndex cluster;
     bool held;
   };
-  std::shared_ptr<route::ClusterState> cluster_;  // keeps the breaker alive
-  config::FailureSet failures_;
+  circuit::CircuitBreaker* breaker_of(filter::ClusterIndex cluster) const noexcept;
+
+  std::vector<Guarded> clusters_;
 };
 
-// The config binding: null when the cluster has no circuit_breaker.
+// The config binding over a route's clusters (its own first, then its fallbacks, each with its
+// config and state): null when none of them has a circuit_breaker.
 std::unique_ptr<filter::CallPolicy> bind_circuit_breaker(
-    const config::Cluster& cluster, std::shared_ptr<route::ClusterState> state);
+    const std::vector<std::pair<const config::Cluster*, std::shared_ptr<route::ClusterState>>>&
+        clusters);
 
 }  // namespace bulwark::gateway::filters

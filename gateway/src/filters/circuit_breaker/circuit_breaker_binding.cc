@@ -4,9 +4,16 @@
 namespace bulwark::gateway::filters {
 
 std::unique_ptr<filter::CallPolicy> bind_circuit_breaker(
-    const config::Cluster& cluster, std::shared_ptr<route::ClusterState> state) {
-  if (!cluster.circuit_breaker || !state || !state->breaker) return nullptr;
-  return std::make_unique<CircuitBreakerPolicy>(std::move(state), cluster.breaker_failures);
+    const std::vector<std::pair<const config::Cluster*, std::shared_ptr<route::ClusterState>>>&
+        clusters) {
+  std::vector<CircuitBreakerPolicy::Guarded> guarded;
+  bool any = false;
+  for (const auto& [config, state] : clusters) {
+    any = any || (state && state->breaker);
+    guarded.push_back({state, config->breaker_failures});
+  }
+  if (!any) return nullptr;
+  return std::make_unique<CircuitBreakerPolicy>(std::move(guarded));
 }
 
 }  // namespace bulwark::gateway::filters

@@ -61,12 +61,12 @@ TEST_F(BreakerTest, OpensOnConsecutiveFailuresAndRefusesWithRetryAfter) {
   CircuitBreakerPolicy policy(cluster, config::FailureSet{});
   for (int i = 0; i < 2; ++i) {
     filter::FilterState state;
-    ASSERT_FALSE(policy.before_attempt(clock.now(), state));
+    ASSERT_FALSE(policy.before_attempt({clock.now()}, state));
     policy.after_attempt(outcome(Kind::response, 503, clock.now()), state);
   }
   EXPECT_EQ(cluster->breaker->state(), circuit::State::open);
   filter::FilterState refused;
-  const filter::LocalReply reply = policy.before_attempt(clock.now(), refused);
+  const filter::LocalReply reply = policy.before_attempt({clock.now()}, refused);
   EXPECT_EQ(reply.status, 503);
   EXPECT_EQ(reply.reason, reason::kCircuitOpen);
   EXPECT_EQ(reply.retry_after_seconds, 5u);
@@ -75,9 +75,9 @@ TEST_F(BreakerTest, OpensOnConsecutiveFailuresAndRefusesWithRetryAfter) {
   // After the open time one probe goes through; its success closes the breaker.
   clock.advance(seconds(5));
   filter::FilterState probe;
-  ASSERT_FALSE(policy.before_attempt(clock.now(), probe));
+  ASSERT_FALSE(policy.before_attempt({clock.now()}, probe));
   filter::FilterState second;
-  EXPECT_EQ(policy.before_attempt(clock.now(), second).status, 503);  // probes all taken
+  EXPECT_EQ(policy.before_attempt({clock.now()}, second).status, 503);  // probes all taken
   policy.after_attempt(outcome(Kind::response, 200, clock.now()), probe);
   EXPECT_EQ(cluster->breaker->state(), circuit::State::closed);
 }
@@ -86,11 +86,11 @@ TEST_F(BreakerTest, CallerErrorsAndReplacedStaleConnectionsAreNotFailures) {
   CircuitBreakerPolicy policy(cluster, config::FailureSet{});
   for (int i = 0; i < 4; ++i) {
     filter::FilterState state;
-    ASSERT_FALSE(policy.before_attempt(clock.now(), state));
+    ASSERT_FALSE(policy.before_attempt({clock.now()}, state));
     filter::AttemptOutcome o = outcome(Kind::reset, 0, clock.now());
     o.replaced = true;
     policy.after_attempt(o, state);
-    ASSERT_FALSE(policy.before_attempt(clock.now(), state));
+    ASSERT_FALSE(policy.before_attempt({clock.now()}, state));
     policy.after_attempt(outcome(Kind::response, 404, clock.now()), state);
   }
   EXPECT_EQ(cluster->breaker->state(), circuit::State::closed);

@@ -53,7 +53,9 @@ Retry::Retry(const config::RetrySpec& spec, Duration request_timeout,
       budget_(std::move(budget)),
       metrics_(metrics) {}
 
-filter::LocalReply Retry::before_attempt(TimePoint now, filter::FilterState& state) const {
+filter::LocalReply Retry::before_attempt(const filter::AttemptStart& start,
+                                         filter::FilterState& state) const {
+  const TimePoint now = start.now;
   Attempts& attempts = state.state<Attempts>();
   // The first attempt starts the call (and counts one request in the budget).
   if (!attempts)
@@ -69,7 +71,7 @@ void Retry::after_attempt(const filter::AttemptOutcome& outcome, filter::FilterS
 filter::RetryAdvice Retry::retry(const filter::AttemptOutcome& outcome,
                                  filter::FilterState& state) const {
   Attempts& attempts = state.state<Attempts>();
-  if (!attempts) return {};
+  if (!attempts || outcome.cluster != 0) return {};
   const Outcome judged = classify_attempt(classifier_, outcome);
   if (judged != Outcome::retryable_failure) return {};
   if (const RetryDenial denial = may_send_again(outcome, non_idempotent_);

@@ -18,6 +18,8 @@
 // before relaying), so a retry never follows a response byte. The exchange sends the retry to
 // another endpoint when the cluster has one (upstream/exchange_rules.h pick_endpoint). A
 // stale pooled connection replaced before any answer byte is not an attempt here (exchange).
+// Retries stay within the route's cluster: an attempt on a fallback cluster is never retried
+// (the exchange moves on to the next fallback instead).
 //
 // Config (binding: bind_retry):
 //   routes[].retry.attempts           1 .. 10, counts the first try (default 3)
@@ -82,7 +84,8 @@ class Retry final : public filter::CallPolicy {
         std::shared_ptr<retry::RetryBudget> budget, observe::RouteMetrics& metrics);
 
   std::string_view name() const noexcept override { return "retry"; }
-  filter::LocalReply before_attempt(TimePoint now, filter::FilterState& state) const override;
+  filter::LocalReply before_attempt(const filter::AttemptStart& start,
+                                    filter::FilterState& state) const override;
   void after_attempt(const filter::AttemptOutcome& outcome,
                      filter::FilterState& state) const override;
   filter::RetryAdvice retry(const filter::AttemptOutcome& outcome,

@@ -75,7 +75,7 @@ TEST_F(RetryTest, RetriesA503UntilTheAttemptsAreSpent) {
   Retry policy(spec, std::chrono::seconds(30), budget, route);
   filter::FilterState state;
   for (int attempt = 1; attempt <= 3; ++attempt) {
-    EXPECT_FALSE(policy.before_attempt(clock.now(), state));
+    EXPECT_FALSE(policy.before_attempt({clock.now()}, state));
     const filter::RetryAdvice advice = policy.retry(answered(503, clock.now(), random), state);
     if (attempt < 3) {
       EXPECT_TRUE(advice.again) << attempt;
@@ -92,10 +92,10 @@ TEST_F(RetryTest, RetriesA503UntilTheAttemptsAreSpent) {
 TEST_F(RetryTest, SuccessAndCallerErrorsAreNotRetried) {
   Retry policy(spec, std::chrono::seconds(30), budget, route);
   filter::FilterState state;
-  policy.before_attempt(clock.now(), state);
+  policy.before_attempt({clock.now()}, state);
   EXPECT_FALSE(policy.retry(answered(200, clock.now(), random), state).again);
   filter::FilterState other;
-  policy.before_attempt(clock.now(), other);
+  policy.before_attempt({clock.now()}, other);
   EXPECT_FALSE(policy.retry(answered(404, clock.now(), random), other).again);
   EXPECT_EQ(route.retries->value(), 0);
 }
@@ -104,11 +104,11 @@ TEST_F(RetryTest, HonoursRetryAfterUpToTheCap) {
   spec.max_retry_after = std::chrono::seconds(2);
   Retry policy(spec, std::chrono::seconds(30), budget, route);
   filter::FilterState state;
-  policy.before_attempt(clock.now(), state);
+  policy.before_attempt({clock.now()}, state);
   filter::AttemptOutcome o = answered(503, clock.now(), random);
   o.retry_after = std::chrono::seconds(1);
   EXPECT_EQ(policy.retry(o, state).delay, std::chrono::seconds(1));
-  policy.before_attempt(clock.now(), state);
+  policy.before_attempt({clock.now()}, state);
   o.retry_after = std::chrono::seconds(60);
   EXPECT_EQ(policy.retry(o, state).delay, std::chrono::seconds(2));
 }
@@ -116,7 +116,7 @@ TEST_F(RetryTest, HonoursRetryAfterUpToTheCap) {
 TEST_F(RetryTest, ABodyThatWasNotKeptAndASentPostAreNotRetried) {
   Retry policy(spec, std::chrono::seconds(30), budget, route);
   filter::FilterState state;
-  policy.before_attempt(clock.now(), state);
+  policy.before_attempt({clock.now()}, state);
   filter::AttemptOutcome o = answered(503, clock.now(), random);
   o.replayable = false;
   EXPECT_FALSE(policy.retry(o, state).again);
@@ -135,7 +135,7 @@ TEST_F(RetryTest, TheBudgetAndTheDeadlineBoundRetries) {
       retry::RetryBudgetOptions{.ratio = 0, .min_per_second = 0});
   Retry starved(spec, std::chrono::seconds(30), empty, route);
   filter::FilterState state;
-  starved.before_attempt(clock.now(), state);
+  starved.before_attempt({clock.now()}, state);
   EXPECT_FALSE(starved.retry(answered(503, clock.now(), random), state).again);
   EXPECT_EQ(denied(RetryDenial::budget_exhausted), 1);
 
@@ -144,7 +144,7 @@ TEST_F(RetryTest, TheBudgetAndTheDeadlineBoundRetries) {
   spec.backoff.jitter = retry::Jitter::none;
   Retry late(spec, milliseconds(500), budget, route);
   filter::FilterState late_state;
-  late.before_attempt(clock.now(), late_state);
+  late.before_attempt({clock.now()}, late_state);
   EXPECT_FALSE(late.retry(answered(503, clock.now(), random), late_state).again);
   EXPECT_EQ(denied(RetryDenial::deadline_exceeded), 1);
 }
