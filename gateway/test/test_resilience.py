@@ -401,6 +401,51 @@ class ClusterLimitTest(GatewayTest):
                                          {"cluster": "backend"}), 0)
 
 
+class OverloadTest(GatewayTest):
+    def config(self, level):
+        config = make_config([self.up.address])
+        api = config["routes"][0]
+        batch = dict(api, name="batch", match={"path_prefix": "/batch", "host": "*"},
+                     priority="low")
+        config["routes"] = [batch, api]
+        if level:
+            config["overload"] = {"force_level": level}
+        return config
+
+    def reload(self, level):
+        self.gw.write_config(self.config(level))
+        status, doc = self.gw.admin_json("/reload", method="POST")
+        self.assertEqual(status, 200, doc)
+
+    def test_forced_levels_shed_as_specified_and_recover(self):
+        self.up = self.start_upstream()
+        self.gw = self.start_gateway(self.config("critical"))
+        with Client(self.gw.port) as c:
+            shed = c.request("GET", "/batch")
+            self.assertGatewayResponse(shed, 503, "overloaded")
+        with Client(self.gw.port) as c:
+            resp = c.request("GET", "/ok")
+            self.assertEqual(resp.status, 200)
+            self.assertEqual((resp.header("connection") or "").lower(), "close")
+            self.assertTrue(c.wait_closed(scale(2)), "keep-alive was not turned off")
+        self.assertEqual(self.gw.metric_value("bulwark_overload_level", {"level": "critical"}), 1)
+        self.assertIsNotNone(self.gw.metric_value("bulwark_resource_level",
+                                                  {"resource": "overall"}))
+
+        self.reload("exhausted")
+        self.assertGatewayResponse(request(self.gw.port, "GET", "/ok"), 503, "overloaded")
+        self.assertEqual(self.up.count("/ok"), 1, "a shed request reached the upstream")
+
+        self.reload(None)
+        with Client(self.gw.port) as c:
+            self.assertEqual(c.request("GET", "/batch").status, 200)
+            resp = c.request("GET", "/ok")  # the same connection: keep-alive is back
+            self.assertEqual(resp.status, 200)
+        self.assertEqual(self.gw.metric_value("bulwark_overload_level", {"level": "normal"}), 1)
+        self.assertEqual(self.gw.metric_value("bulwark_gateway_responses_total",
+                                              {"reason": "overloaded"}), 2)
+
+
 class ChaosTest(GatewayTest):
     """Every policy on, upstreams that reset mid-answer, answer garbage, never answer or storm
     503s: the gateway stays up, every client gets a well-formed answer or a clean close, and

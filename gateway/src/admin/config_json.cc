@@ -244,6 +244,8 @@ json route_json(const config::Route& r) {
                                 {"max_entry_bytes", r.cache->max_entry_bytes},
                                 {"stale_if_error", format_duration(r.cache->stale_if_error)}}
                          : json(nullptr);
+  static constexpr const char* kPriorities[] = {"low", "normal", "high"};
+  out["priority"] = kPriorities[static_cast<int>(r.priority)];
   out["hedge"] = r.hedge ? json{{"delay", format_duration(r.hedge->delay)},
                                 {"max_attempts", r.hedge->max_attempts}}
                          : json(nullptr);
@@ -349,9 +351,11 @@ nlohmann::json config_to_json(const config::Config& config) {
                                      {"on_failure", failure_mode(config.redis->on_failure)},
                                      {"password", config.redis->password}}
                               : json(nullptr);
-  out["overload"] = {{"memory_limit", config.overload.memory_limit
-                                          ? json(*config.overload.memory_limit)
-                                          : json(nullptr)}};
+  static constexpr const char* kLevels[] = {"normal", "warning", "critical", "exhausted"};
+  out["overload"] = {
+      {"memory_limit",
+       config.overload.memory_limit ? json(*config.overload.memory_limit) : json(nullptr)},
+      {"force_level", kLevels[static_cast<int>(config.overload.force_level)]}};
 
   json alerts = json::array();
   for (const auto& a : config.alerts) {

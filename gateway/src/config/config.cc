@@ -401,7 +401,11 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   Route out;
   l.check_keys(n, p,
                {"name", "match", "cluster", "fallback", "timeouts", "retry", "rate_limit", "cache",
-                "stream", "hedge"});
+                "stream", "hedge", "priority"});
+  l.choice(n, "priority", p, out.priority,
+           {{"low", RoutePriority::low},
+            {"normal", RoutePriority::normal},
+            {"high", RoutePriority::high}});
   l.string(n, "name", p, out.name);
   if (!n["cluster"].IsDefined()) l.error(n, p, "missing required key 'cluster'");
   l.string(n, "cluster", p, out.cluster);
@@ -782,11 +786,17 @@ Config load(Loader& l, const YAML::Node& root) {
             [&](const YAML::Node& m, const std::string& q) {
               l.duration(m, "drain_timeout", q, c.shutdown.drain_timeout, true);
             });
-  l.section(root, "overload", "", {"memory_limit"}, [&](const YAML::Node& m, const std::string& q) {
-    uint64_t limit = 0;
-    l.size(m, "memory_limit", q, limit);
-    if (limit > 0) c.overload.memory_limit = limit;
-  });
+  l.section(root, "overload", "", {"memory_limit", "force_level"},
+            [&](const YAML::Node& m, const std::string& q) {
+              uint64_t limit = 0;
+              l.size(m, "memory_limit", q, limit);
+              if (limit > 0) c.overload.memory_limit = limit;
+              l.choice(m, "force_level", q, c.overload.force_level,
+                       {{"normal", OverloadLevel::normal},
+                        {"warning", OverloadLevel::warning},
+                        {"critical", OverloadLevel::critical},
+                        {"exhausted", OverloadLevel::exhausted}});
+            });
   c.alerts = load_list<AlertSpec>(
       l, root, "alerts", [](Loader& ll, const YAML::Node& n, const std::string& p) {
         AlertSpec a;

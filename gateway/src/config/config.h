@@ -142,6 +142,8 @@ struct HedgeSpec {
   uint32_t max_attempts = 2;
 };
 
+enum class RoutePriority : uint8_t { low, normal, high };
+
 struct Route {
   std::string name;
   RouteMatch match;
@@ -153,6 +155,7 @@ struct Route {
   std::optional<RouteCache> cache;
   StreamSpec stream;
   std::optional<HedgeSpec> hedge;
+  RoutePriority priority = RoutePriority::normal;  // shed first under overload when low
 };
 
 enum class LoadBalancing { round_robin, least_request };
@@ -214,8 +217,14 @@ struct RedisSpec {
   std::string password;  // secret: redacted by /config
 };
 
+// The overload manager's levels (libbulwark's ResourceLevel, in the same order).
+enum class OverloadLevel : uint8_t { normal, warning, critical, exhausted };
+
 struct OverloadSpec {
   std::optional<uint64_t> memory_limit;  // bytes; default: cgroup memory.max
+  // overload.force_level: drills and tests — the level is at least this, whatever the
+  // resources say. Off (normal) by default.
+  OverloadLevel force_level = OverloadLevel::normal;
 };
 
 struct AlertSpec {

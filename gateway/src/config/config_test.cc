@@ -302,9 +302,11 @@ listeners:
 routes:
   - name: api
     cluster: backend
+    priority: low
     retry: {max_retry_after: 2s}
     rate_limit: {key: "header:X-Api-Key", rate: 10/s, dry_run: true, max_key_bytes: 64}
     stream: {max_chunks: 0}
+overload: {force_level: critical}
 clusters:
   - name: backend
     endpoints: [127.0.0.1:9001]
@@ -312,6 +314,10 @@ clusters:
     health_check: {expected_statuses: [2xx, "301"]}
 )");
   EXPECT_TRUE(c.listeners[0].per_client_dry_run);
+  EXPECT_EQ(c.routes[0].priority, RoutePriority::low);
+  EXPECT_EQ(d.routes[0].priority, RoutePriority::normal);
+  EXPECT_EQ(c.overload.force_level, OverloadLevel::critical);
+  EXPECT_EQ(d.overload.force_level, OverloadLevel::normal);
   EXPECT_EQ(c.routes[0].retry->max_retry_after, 2s);
   EXPECT_TRUE(c.routes[0].rate_limit->dry_run);
   EXPECT_EQ(c.routes[0].rate_limit->max_key_bytes, 64u);

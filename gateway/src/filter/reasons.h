@@ -48,6 +48,7 @@ inline constexpr std::string_view kBadClientKey = "bad_client_key";
 
 // Call policies.
 inline constexpr std::string_view kCircuitOpen = "circuit_open";
+inline constexpr std::string_view kOverloaded = "overloaded";
 inline constexpr std::string_view kNoHealthyEndpoint = "no_healthy_endpoint";
 
 // The upstream call.

@@ -339,6 +339,8 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   x.expect_continue = http::iequals(http::field_value(ctx_->fields, "expect"), "100-continue") &&
                       has_body_ && ctx_->parser->version() >= 11;
   x.head_request = head_request_;
+  // Under critical overload every connection closes after its answer.
+  keep_alive_ = keep_alive_ && worker_.shared.overload.keep_alive_allowed();
   x.client_keep_alive = keep_alive_;
   x.client_version = ctx_->parser->version();
   return {};

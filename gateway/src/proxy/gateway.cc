@@ -106,6 +106,8 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
   s.current = route::build_snapshot(s.startup, *s.startup, s.generation, s.shared);
   s.health_checker = std::make_unique<upstream::HealthChecker>(s.logs.logger("health"));
   s.health_checker->watch(s.current);
+  s.shared.overload.force(s.startup->overload.force_level);
+  s.shared.overload.start(s.startup->overload, s.logs.logger("overload"));
   s.shared.metrics.reload_result(true, s.generation);
   s.shared.metrics.set_access_log_dropped_source(
       [&s]() -> uint64_t { return s.shared.access_log ? s.shared.access_log->dropped() : 0; });
@@ -249,6 +251,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   current = snap;
   for (auto& w : workers) w->install(snap);
   health_checker->watch(snap);
+  shared.overload.force(next->overload.force_level);
   ++reload_ok;
   shared.metrics.reload_result(true, generation);
   log.info("configuration reloaded", {{"generation", generation}});

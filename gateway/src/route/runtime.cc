@@ -36,14 +36,15 @@ void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
   if (filter) chain.add(std::move(filter));
 }
 
-// The route's chain, in the order of docs/architecture.md: the cluster's concurrency limit and
-// the route's rate limit, then retry and the cluster's breaker (the breaker last: it is the
-// only call policy that refuses an attempt).
+// The route's chain, in the order of docs/architecture.md: overload shedding by the route's
+// priority, the cluster's concurrency limit and the route's rate limit, then retry and the
+// cluster's breaker (the breaker last: it is the only call policy that refuses an attempt).
 std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
                                                  const RouteRuntime& runtime,
                                                  observe::RouteMetrics& metrics, Shared& shared) {
   const ClusterRuntime& cluster = *runtime.cluster;
   auto chain = std::make_unique<filter::FilterChain>();
+  chain->add(filters::bind_overload(route, shared.overload));
   chain->add(filters::bind_cluster_concurrency_limit(*cluster.config, cluster.state->in_flight,
                                                      *cluster.metrics));
   add_if(*chain, filters::bind_route_rate_limit(route, shared.policies));

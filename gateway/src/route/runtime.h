@@ -21,6 +21,7 @@
 
 #include "config/config.h"
 #include "filter/chain.h"
+#include "filters/overload/overload.h"
 #include "observe/access_log.h"
 #include "observe/gateway_metrics.h"
 #include "route/policy_store.h"
@@ -66,10 +67,11 @@ struct ListenerShared {
 
 struct Shared {
   Shared(bulwark::observe::Registry& r, const Clock& clock)
-      : registry(r), metrics(r), policies(clock, r) {}
+      : registry(r), metrics(r), policies(clock, r), overload(r) {}
   bulwark::observe::Registry& registry;
   observe::GatewayMetrics metrics;
-  PolicyStore policies;  // breakers, budgets, limiters, endpoint health across reloads
+  PolicyStore policies;               // breakers, budgets, limiters, endpoint health across reloads
+  filters::OverloadManager overload;  // the process's resource level
   std::unique_ptr<observe::AccessLog> access_log;
   std::atomic<bool> draining{false};
   // One per listener of the start-up config, in the same order.
