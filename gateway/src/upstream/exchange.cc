@@ -231,9 +231,15 @@ filter::RetryAdvice Exchange::ask_retry() {
 
 http::Task<void> Exchange::wait_before_retry(std::chrono::nanoseconds delay) {
   if (delay <= std::chrono::nanoseconds::zero()) co_return;
-  backoff_timer_.expires_after(delay);
-  auto [ec] = co_await backoff_timer_.async_wait(http::kTuple);
-  (void)ec;  // cancelled only when the connection is torn down
+  // A timer of the wait's own (not a member: an Exchange outlives its worker's io_context,
+  // which a timer must not); the wait is bounded by the delay, itself within the deadline.
+  boost::asio::basic_waitable_timer<std::chrono::steady_clock,
+                                    boost::asio::wait_traits<std::chrono::steady_clock>,
+                                    http::Executor>
+      backoff(worker_.executor);
+  backoff.expires_after(delay);
+  auto [ec] = co_await backoff.async_wait(http::kTuple);
+  (void)ec;
 }
 
 void Exchange::record_outlier(const filter::AttemptOutcome& outcome) {

@@ -98,15 +98,12 @@ class Exchange {
   // byte for byte; a longer body makes the request not replayable.
   static constexpr std::size_t kReplayBytes = 64 * 1024UL;
 
-  explicit Exchange(WorkerLeg worker) : worker_(worker), backoff_timer_(worker.executor) {}
+  explicit Exchange(WorkerLeg worker) : worker_(worker) {}
 
   http::Task<void> run(ClientLeg& client, const ExchangeRequest& request, ExchangeResult& result);
   // The request was abandoned half-way (its connection is being destroyed): closes the
   // upstream connection, which can carry nothing else.
-  void abandon() noexcept {
-    backoff_timer_.cancel();
-    close_upstream();
-  }
+  void abandon() noexcept { close_upstream(); }
 
  private:
   enum class Stage : uint8_t { ok, failed, client_gone };
@@ -142,10 +139,6 @@ class Exchange {
   TimePoint now() const noexcept { return worker_.clock.now(); }
 
   WorkerLeg worker_;
-  boost::asio::basic_waitable_timer<std::chrono::steady_clock,
-                                    boost::asio::wait_traits<std::chrono::steady_clock>,
-                                    http::Executor>
-      backoff_timer_;
   // Per request.
   ClientLeg* client_ = nullptr;
   const ExchangeRequest* request_ = nullptr;
