@@ -410,9 +410,10 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   if (!n["cluster"].IsDefined()) l.error(n, p, "missing required key 'cluster'");
   l.string(n, "cluster", p, out.cluster);
   out.fallback = l.strings(n, "fallback", p);
-  // filter/filter.h kMaxFallbacks: an attempt's cluster is a small index.
-  if (out.fallback.size() > 8)
-    l.error(n["fallback"], Loader::child(p, "fallback"), "at most 8 fallback clusters");
+  if (out.fallback.size() > kMaxFallbacks) {
+    l.error(n["fallback"], Loader::child(p, "fallback"),
+            "at most " + std::to_string(kMaxFallbacks) + " fallback clusters");
+  }
   l.section(n, "match", p, {"path_prefix", "host", "methods"},
             [&](const YAML::Node& m, const std::string& q) {
               l.string(m, "path_prefix", q, out.match.path_prefix);
@@ -530,29 +531,35 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   return out;
 }
 
+// A status written as a number first..last ("503"), or nullopt.
+std::optional<int> parse_status(const std::string& name, int first, int last) {
+  int status = 0;
+  const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), status);
+  if (ec != std::errc{} || end != name.data() + name.size() || status < first || status > last) {
+    return std::nullopt;
+  }
+  return status;
+}
+
 // health_check.expected_statuses: the statuses a probe passes on ("2xx" classes or statuses).
 void load_expected_statuses(Loader& l, const YAML::Node& n, const std::string& p,
                             HealthCheckSpec& out) {
   if (!n["expected_statuses"].IsDefined()) return;
   const std::string q = Loader::child(p, "expected_statuses");
   out.expected_statuses = l.strings(n, "expected_statuses", p);
-  out.expected.fill(false);
+  out.expected = {};
   if (out.expected_statuses.empty()) l.error(n["expected_statuses"], q, "must not be empty");
   for (std::size_t i = 0; i < out.expected_statuses.size(); ++i) {
     const std::string& name = out.expected_statuses[i];
     if (name.size() == 3 && name[0] >= '1' && name[0] <= '5' && name.substr(1) == "xx") {
       const int base = (name[0] - '0') * 100;
-      for (int s = base; s < base + 100; ++s) out.expected[s - 100] = true;
-      continue;
-    }
-    int status = 0;
-    const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), status);
-    if (ec != std::errc{} || end != name.data() + name.size() || status < 100 || status > 599) {
+      out.expected.add(base, base + 99);
+    } else if (const auto status = parse_status(name, 100, 599)) {
+      out.expected.add(*status);
+    } else {
       l.error(n["expected_statuses"][i], Loader::index(q, i),
               "expected a status 100..599 or a class such as 2xx, got '" + name + "'");
-      continue;
     }
-    out.expected[status - 100] = true;
   }
 }
 
@@ -563,7 +570,7 @@ void load_failure_set(Loader& l, const YAML::Node& n, const std::string& p, Fail
   const std::vector<std::string> names = l.strings(n, "failure_on", p);
   out = FailureSet{};
   out.connect_failure = out.reset = out.timeout = out.bad_response = false;
-  out.status.fill(false);
+  out.status = {};
   for (std::size_t i = 0; i < names.size(); ++i) {
     const std::string& name = names[i];
     if (name == "connect-failure") {
@@ -575,20 +582,16 @@ void load_failure_set(Loader& l, const YAML::Node& n, const std::string& p, Fail
     } else if (name == "bad-response") {
       out.bad_response = true;
     } else if (name == "5xx") {
-      for (int s = 500; s <= 599; ++s) out.status[s - 400] = true;
+      out.status.add(500, 599);
     } else if (name == "gateway-error") {
-      for (int s = 502; s <= 504; ++s) out.status[s - 400] = true;
+      out.status.add(502, 504);
+    } else if (const auto status = parse_status(name, 400, 599)) {
+      out.status.add(*status);
     } else {
-      int status = 0;
-      const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), status);
-      if (ec != std::errc{} || end != name.data() + name.size() || status < 400 || status > 599) {
-        l.error(n["failure_on"][i], Loader::index(q, i),
-                "expected connect-failure, reset, timeout, bad-response, 5xx, gateway-error or a "
-                "status 400..599, got '" +
-                    name + "'");
-        continue;
-      }
-      out.status[status - 400] = true;
+      l.error(n["failure_on"][i], Loader::index(q, i),
+              "expected connect-failure, reset, timeout, bad-response, 5xx, gateway-error or a "
+              "status 400..599, got '" +
+                  name + "'");
     }
   }
 }

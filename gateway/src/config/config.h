@@ -57,6 +57,32 @@ struct RateSpec {
   uint64_t burst = 0;     // 0: defaults to max(1, per_second)
 };
 
+// A set of HTTP statuses 100..599 (a breaker's failure statuses, a health check's passing ones).
+class StatusSet {
+ public:
+  static constexpr int kFirst = 100;
+  static constexpr int kLast = 599;
+  constexpr StatusSet() = default;
+  // The statuses first..last, both included, clamped to 100..599.
+  static constexpr StatusSet range(int first, int last) noexcept {
+    StatusSet set;
+    set.add(first, last);
+    return set;
+  }
+  constexpr void add(int first, int last) noexcept {
+    for (int s = first < kFirst ? kFirst : first; s <= last && s <= kLast; ++s) {
+      bits_[s - kFirst] = true;
+    }
+  }
+  constexpr void add(int status) noexcept { add(status, status); }
+  constexpr bool contains(int s) const noexcept {
+    return s >= kFirst && s <= kLast && bits_[s - kFirst];
+  }
+
+ private:
+  std::array<bool, kLast - kFirst + 1> bits_{};
+};
+
 // Which attempt outcomes a circuit breaker counts as failures (clusters[].circuit_breaker
 // .failure_on): connect-failure, reset, timeout, bad-response, 5xx, gateway-error (502-504) or
 // an exact status 400..599. Default: connect-failure, reset, timeout, bad-response, 5xx.
@@ -65,14 +91,9 @@ struct FailureSet {
   bool reset = true;
   bool timeout = true;
   bool bad_response = true;
-  std::array<bool, 200> status = default_statuses();  // index status - 400
+  StatusSet status = StatusSet::range(500, 599);
 
-  bool counts_status(int s) const noexcept { return s >= 400 && s <= 599 && status[s - 400]; }
-  static constexpr std::array<bool, 200> default_statuses() noexcept {
-    std::array<bool, 200> a{};
-    for (int i = 100; i < 200; ++i) a[i] = true;
-    return a;
-  }
+  bool counts_status(int s) const noexcept { return s >= 400 && status.contains(s); }
 };
 
 struct Listener {
@@ -144,6 +165,9 @@ struct HedgeSpec {
 
 enum class RoutePriority : uint8_t { low, normal, high };
 
+// routes[].fallback holds at most this many clusters (an attempt's cluster is a small index).
+inline constexpr std::size_t kMaxFallbacks = 8;
+
 struct Route {
   std::string name;
   RouteMatch match;
@@ -180,14 +204,9 @@ struct HealthCheckSpec {
   uint32_t unhealthy_threshold = 3;
   // expected_statuses: "2xx"-style classes or statuses 100..599; a probe passes on one of them.
   std::vector<std::string> expected_statuses = {"2xx"};
-  std::array<bool, 500> expected = default_expected();  // index status - 100
+  StatusSet expected = StatusSet::range(200, 299);
 
-  bool expects(int s) const noexcept { return s >= 100 && s <= 599 && expected[s - 100]; }
-  static constexpr std::array<bool, 500> default_expected() noexcept {
-    std::array<bool, 500> a{};
-    for (int i = 100; i < 200; ++i) a[i] = true;
-    return a;
-  }
+  bool expects(int s) const noexcept { return expected.contains(s); }
 };
 
 struct Cluster {

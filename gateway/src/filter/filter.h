@@ -23,7 +23,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <new>
 #include <optional>
 #include <span>
@@ -47,14 +46,6 @@ class FilterState {
     static_assert(sizeof(T) <= kBytes && alignof(T) <= alignof(std::max_align_t));
     static_assert(std::is_trivially_destructible_v<T> && std::is_trivially_copyable_v<T>);
     return *std::launder(reinterpret_cast<T*>(bytes_.data()));
-  }
-  // Puts a T there (for a T that is not default-constructible, e.g. a library state machine
-  // returned by value).
-  template <class T>
-  T& emplace(T value) noexcept {
-    static_assert(sizeof(T) <= kBytes && alignof(T) <= alignof(std::max_align_t));
-    static_assert(std::is_trivially_destructible_v<T> && std::is_trivially_copyable_v<T>);
-    return *std::construct_at(reinterpret_cast<T*>(bytes_.data()), value);
   }
   void reset() noexcept { bytes_.fill(std::byte{0}); }
 
@@ -97,9 +88,8 @@ class RequestFilter {
 };
 
 // Which of a route's clusters an attempt goes to: 0 is the route's cluster, i its i-th
-// fallback (routes[].fallback).
+// fallback (routes[].fallback, at most config::kMaxFallbacks).
 using ClusterIndex = uint8_t;
-inline constexpr std::size_t kMaxFallbacks = 8;
 
 // An attempt about to start, as call policies see it.
 struct AttemptStart {

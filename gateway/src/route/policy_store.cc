@@ -35,12 +35,11 @@ std::shared_ptr<ClusterState> PolicyStore::cluster(const config::Cluster& c) {
   std::shared_ptr<ClusterState> state;
   if (auto it = clusters_.find(c.name); it != clusters_.end()) state = it->second.lock();
   const bool breaker_kept =
-      state && state->breaker_options.has_value() == c.circuit_breaker.has_value() &&
-      (!c.circuit_breaker || same_breaker(*state->breaker_options, *c.circuit_breaker));
+      state && (state->breaker != nullptr) == c.circuit_breaker.has_value() &&
+      (!c.circuit_breaker || same_breaker(state->breaker->options(), *c.circuit_breaker));
   if (!breaker_kept) {
     auto fresh = std::make_shared<ClusterState>();
     fresh->name = c.name;
-    fresh->breaker_options = c.circuit_breaker;
     if (c.circuit_breaker) {
       // The breaker is only ever given `now` by the data path; its clock serves the library's
       // no-argument conveniences, which read now() and nothing else.

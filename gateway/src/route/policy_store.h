@@ -42,7 +42,6 @@ namespace bulwark::gateway::route {
 
 struct ClusterState {
   std::string name;
-  std::optional<circuit::BreakerOptions> breaker_options;
   std::unique_ptr<circuit::CircuitBreaker> breaker;  // null without circuit_breaker
   std::atomic<uint32_t> in_flight{0};                // for max_concurrent_requests
   // By endpoint address as written in the config.

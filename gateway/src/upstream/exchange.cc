@@ -52,6 +52,7 @@ http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request
   previous_endpoint_ = nullptr;
 
   sent_any_ = false;
+  picked_ = false;
   pool_ = nullptr;
 
   for (std::size_t index = 0;; ++index) {
@@ -134,7 +135,10 @@ void Exchange::release_slot(EndpointPool& pool) noexcept {
 }
 
 const route::EndpointRuntime* Exchange::choose_endpoint(const route::ClusterRuntime& cluster) {
-  const TimePoint t = now();
+  // The first pick judges ejections at the request's start (already read: no clock read on
+  // the common path); a retry or a fallback reads the clock again.
+  const TimePoint t = picked_ ? now() : request_->start;
+  picked_ = true;
   const std::size_t avoid =
       previous_endpoint_ != nullptr
           ? static_cast<std::size_t>(previous_endpoint_ - cluster.endpoints.data())

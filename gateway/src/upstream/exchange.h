@@ -172,6 +172,7 @@ class Exchange {
   filter::AttemptOutcome last_outcome_;
   const route::EndpointRuntime* previous_endpoint_ = nullptr;
   bool sent_any_ = false;  // a request byte may have reached an upstream, in any attempt
+  bool picked_ = false;    // an endpoint was chosen for this request already
   // The cluster being called (the route's, or a fallback) and the pool slot held.
   const route::ClusterRuntime* cluster_ = nullptr;
   filter::ClusterIndex cluster_index_ = 0;

@@ -15,8 +15,7 @@ TEST(HealthProbe, PassesOnAnExpectedStatusOnly) {
   EXPECT_FALSE(probe_passed("HTTP/1.1 2x0 OK\r\n", spec));
   EXPECT_FALSE(probe_passed("garbage", spec));
   EXPECT_FALSE(probe_passed("", spec));
-  spec.expected.fill(false);
-  spec.expected[301 - 100] = true;
+  spec.expected = config::StatusSet::range(301, 301);
   EXPECT_TRUE(probe_passed("HTTP/1.1 301 Moved\r\n", spec));
   EXPECT_FALSE(probe_passed("HTTP/1.1 200 OK\r\n", spec));
 }

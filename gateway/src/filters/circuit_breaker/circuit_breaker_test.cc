@@ -31,8 +31,7 @@ TEST(BreakerFailures, TheDefaultSetIsTransportFailuresAnd5xx) {
   EXPECT_FALSE(counts_as_failure(failures, outcome(Kind::response, 200, {})));
   config::FailureSet only_429{};
   only_429.connect_failure = only_429.reset = only_429.timeout = only_429.bad_response = false;
-  only_429.status = {};
-  only_429.status[429 - 400] = true;
+  only_429.status = config::StatusSet::range(429, 429);
   EXPECT_TRUE(counts_as_failure(only_429, outcome(Kind::response, 429, {})));
   EXPECT_FALSE(counts_as_failure(only_429, outcome(Kind::response, 503, {})));
   EXPECT_FALSE(counts_as_failure(only_429, outcome(Kind::reset, 0, {})));
