@@ -2,7 +2,7 @@
 replayed bodies, non-idempotent methods, Retry-After, the budget), the circuit breaker (opens
 without touching the upstream, half-opens, closes), outlier ejection, per-client and per-route
 rate limits (429 with the RateLimit fields, a second client unaffected, dry run, bad keys), the
-cluster concurrency limit and stream.max_chunks. Each asserts statuses, reasons, what the
+cluster concurrency limit, stream.max_chunks, block patterns and fault injection. Each asserts statuses, reasons, what the
 upstreams saw and the metrics."""
 
 import os
@@ -543,6 +543,88 @@ class StreamChunksTest(GatewayTest):
         self.assertTrue(wait_until(lambda: gw.metric_value(
             "bulwark_route_stream_aborts_total", {"reason": "stream_max_chunks"}) == 1,
             scale(5), what="stream_max_chunks abort counted"))
+
+
+class BlockPatternsTest(GatewayTest):
+    def test_attack_shapes_are_refused_before_the_upstream_and_counted(self):
+        up = self.start_upstream()
+        gw = self.start_gateway(with_route(make_config([up.address]),
+                                           filters={"block_patterns": {}}))
+        with Client(gw.port) as c:
+            sqli = c.request("GET", "/items?id=1+UNION%20ALL/**/SELECT+password+FROM+users")
+            xss = c.request("GET", "/search?q=%253Cscript%253Ealert(1)")
+            plain = c.request("GET", "/ok?q=rock+or+roll&sort=-created")
+        self.assertGatewayResponse(sqli, 400, "blocked_pattern")
+        self.assertGatewayResponse(xss, 400, "blocked_pattern")
+        self.assertEqual(plain.status, 200)
+        # A refusal with an unread body closes the connection.
+        with Client(gw.port) as c:
+            refused = c.request("POST", "/items?id=1%27%20or%20%271%27=%271", body=b"x" * 100)
+            self.assertGatewayResponse(refused, 400, "blocked_pattern")
+            self.assertTrue(c.wait_closed(scale(5)))
+        self.assertEqual(up.count(), 1, "a blocked request reached the upstream")
+        self.assertEqual(gw.metric_value("bulwark_route_blocked_total",
+                                         {"route": "api", "pattern": "sqli"}), 2)
+        self.assertEqual(gw.metric_value("bulwark_route_blocked_total",
+                                         {"route": "api", "pattern": "xss"}), 1)
+        self.assertEqual(gw.metric_value("bulwark_gateway_responses_total",
+                                         {"reason": "blocked_pattern"}), 3)
+
+    def test_off_by_default(self):
+        up = self.start_upstream()
+        gw = self.start_gateway(make_config([up.address]))
+        self.assertEqual(request(gw.port, "GET", "/ok?id=1+union+select+2").status, 200)
+
+
+class FaultTest(GatewayTest):
+    def test_the_header_aborts_and_the_percentage_aborts_its_share(self):
+        up = self.start_upstream()
+        fault = {"header": "X-Fault-Drill", "abort": {"status": 502}}
+        gw = self.start_gateway(with_route(make_config([up.address]), filters={"fault": fault}))
+        with Client(gw.port) as c:
+            aborted = c.request("GET", "/ok", headers=[("X-Fault-Drill", "1")])
+            passed = c.request("GET", "/ok")
+        self.assertGatewayResponse(aborted, 502, "fault_abort")
+        self.assertEqual(passed.status, 200)
+        self.assertEqual(up.count(), 1)
+
+        shared = {"abort": {"percent": 50, "status": 503}}
+        gw2 = self.start_gateway(with_route(make_config([up.address]), filters={"fault": shared}))
+        with Client(gw2.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(200)]
+        refused = statuses.count(503)
+        # Binomial(200, 0.5): 100 ± 30 is more than four standard deviations.
+        self.assertTrue(70 <= refused <= 130, refused)
+        self.assertEqual(statuses.count(200), 200 - refused)
+        self.assertEqual(gw2.metric_value("bulwark_route_faults_total",
+                                          {"route": "api", "fault": "abort"}), refused)
+
+    def test_a_delay_holds_the_request_within_its_deadline(self):
+        up = self.start_upstream()
+        fault = {"header": "x-fault-drill", "delay": {"duration": "300ms"}}
+        gw = self.start_gateway(with_route(make_config([up.address]), filters={"fault": fault}))
+        with Client(gw.port) as c:
+            started = time.monotonic()
+            held = c.request("GET", "/ok", headers=[("x-fault-drill", "1")])
+            held_for = time.monotonic() - started
+            self.assertEqual(c.request("GET", "/ok").status, 200)
+        self.assertEqual(held.status, 200)
+        self.assertGreaterEqual(held_for, 0.3)
+        self.assertEqual(gw.metric_value("bulwark_route_faults_total",
+                                         {"route": "api", "fault": "delay"}), 1)
+
+        # A delay longer than the route's deadline answers 504 when the deadline passes.
+        config = make_config([up.address], route_timeouts={"request": "200ms"})
+        config["routes"][0]["filters"] = {"fault": {"header": "x-fault-drill",
+                                                    "delay": {"duration": "5s"}}}
+        gw2 = self.start_gateway(config)
+        started = time.monotonic()
+        late = request(gw2.port, "GET", "/ok", headers=[("x-fault-drill", "1")])
+        took = time.monotonic() - started
+        self.assertGatewayResponse(late, 504, "request_timeout")
+        self.assertGreaterEqual(took, 0.2)
+        self.assertLess(took, 4.0)
+        self.assertEqual(up.count(), 2, "the held-back request reached the upstream")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,27 @@ std::string rate_limit_key(const config::RouteRateLimit& rl) {
   return "client_ip";
 }
 
+json route_filters_json(const config::RouteFilters& f) {
+  json out = json::object();
+  out["block_patterns"] =
+      f.block_patterns ? json{{"sqli", f.block_patterns->sqli}, {"xss", f.block_patterns->xss}}
+                       : json(nullptr);
+  if (!f.fault) {
+    out["fault"] = nullptr;
+    return out;
+  }
+  json fault = json::object();
+  fault["header"] = f.fault->header.empty() ? json(nullptr) : json(f.fault->header);
+  fault["abort"] = f.fault->abort ? json{{"percent", f.fault->abort->fraction * 100},
+                                         {"status", f.fault->abort->status}}
+                                  : json(nullptr);
+  fault["delay"] = f.fault->delay ? json{{"percent", f.fault->delay->fraction * 100},
+                                         {"duration", format_duration(f.fault->delay->duration)}}
+                                  : json(nullptr);
+  out["fault"] = std::move(fault);
+  return out;
+}
+
 json route_json(const config::Route& r) {
   json out = {
       {"name", r.name},
@@ -249,6 +270,7 @@ json route_json(const config::Route& r) {
   out["hedge"] = r.hedge ? json{{"delay", format_duration(r.hedge->delay)},
                                 {"max_attempts", r.hedge->max_attempts}}
                          : json(nullptr);
+  out["filters"] = route_filters_json(r.filters);
   return out;
 }
 

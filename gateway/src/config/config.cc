@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -354,6 +355,15 @@ bool valid_method(std::string_view m) {
   return !m.empty() && std::all_of(m.begin(), m.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
 
+// An HTTP field name (RFC 9110 §5.1: a token).
+bool valid_header_name(std::string_view name) {
+  constexpr std::string_view kTokenPunctuation = "!#$%&'*+-.^_`|~";
+  return !name.empty() && std::all_of(name.begin(), name.end(), [&](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+           kTokenPunctuation.find(c) != std::string_view::npos;
+  });
+}
+
 void load_rate_spec(Loader& l, const YAML::Node& m, const std::string& path, RateSpec& out,
                     bool required) {
   if (required && !m["rate"].IsDefined()) l.error(m, path, "missing required key 'rate'");
@@ -397,11 +407,61 @@ Listener load_listener(Loader& l, const YAML::Node& n, const std::string& p) {
   return out;
 }
 
+// routes[].filters.fault: at least one of abort and delay, each reachable by its percentage or
+// the header.
+void load_fault(Loader& l, const YAML::Node& n, const std::string& p, FaultSpec& out) {
+  l.string(n, "header", p, out.header);
+  if (n["header"].IsDefined() && !valid_header_name(out.header)) {
+    l.error(n["header"], Loader::child(p, "header"), "expected a header name");
+  }
+  std::transform(out.header.begin(), out.header.end(), out.header.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  l.section(n, "abort", p, {"percent", "status"}, [&](const YAML::Node& m, const std::string& q) {
+    FaultAbortSpec abort;
+    l.percent(m, "percent", q, abort.fraction);
+    l.integer(m, "status", q, abort.status, 400, 599);
+    if (abort.fraction == 0 && out.header.empty()) {
+      l.error(m, q, "aborts nothing: set percent above 0 or fault.header");
+    }
+    out.abort = abort;
+  });
+  l.section(n, "delay", p, {"percent", "duration"}, [&](const YAML::Node& m, const std::string& q) {
+    FaultDelaySpec delay;
+    l.percent(m, "percent", q, delay.fraction);
+    if (!m["duration"].IsDefined()) l.error(m, q, "missing required key 'duration'");
+    l.duration(m, "duration", q, delay.duration);
+    if (m["duration"].IsDefined() && (delay.duration < 1ms || delay.duration > 1h)) {
+      l.error(m["duration"], Loader::child(q, "duration"), "expected a duration from 1ms to 1h");
+    }
+    if (delay.fraction == 0 && out.header.empty()) {
+      l.error(m, q, "delays nothing: set percent above 0 or fault.header");
+    }
+    out.delay = delay;
+  });
+  if (!out.abort && !out.delay) l.error(n, p, "expected abort, delay or both");
+}
+
+void load_route_filters(Loader& l, const YAML::Node& n, const std::string& p, Route& out) {
+  l.section(n, "block_patterns", p, {"sqli", "xss"},
+            [&](const YAML::Node& m, const std::string& q) {
+              BlockPatternsSpec spec;
+              l.boolean(m, "sqli", q, spec.sqli);
+              l.boolean(m, "xss", q, spec.xss);
+              out.filters.block_patterns = spec;
+            });
+  l.section(n, "fault", p, {"header", "abort", "delay"},
+            [&](const YAML::Node& m, const std::string& q) {
+              FaultSpec spec;
+              load_fault(l, m, q, spec);
+              out.filters.fault = std::move(spec);
+            });
+}
+
 Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   Route out;
   l.check_keys(n, p,
                {"name", "match", "cluster", "fallback", "timeouts", "retry", "rate_limit", "cache",
-                "stream", "hedge", "priority"});
+                "stream", "hedge", "priority", "filters"});
   l.choice(n, "priority", p, out.priority,
            {{"low", RoutePriority::low},
             {"normal", RoutePriority::normal},
@@ -528,6 +588,8 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
               l.integer(m, "max_attempts", q, h.max_attempts, 2, 10);
               out.hedge = h;
             });
+  l.section(n, "filters", p, {"block_patterns", "fault"},
+            [&](const YAML::Node& m, const std::string& q) { load_route_filters(l, m, q, out); });
   return out;
 }
 

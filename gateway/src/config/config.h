@@ -165,6 +165,35 @@ struct HedgeSpec {
 
 enum class RoutePriority : uint8_t { low, normal, high };
 
+// routes[].filters.block_patterns: refuse requests whose decoded path or query has the shape
+// of an SQL injection or a cross-site script (filters/block_patterns). The section on its own
+// turns both on.
+struct BlockPatternsSpec {
+  bool sqli = true;
+  bool xss = true;
+};
+
+// routes[].filters.fault: fault injection for chaos drills (filters/fault). A request is
+// eligible for a fault when it carries `header` (if set) or falls in the fault's percentage.
+struct FaultAbortSpec {
+  double fraction = 0;  // percent: 0..100, as a fraction
+  int status = 503;     // 400..599
+};
+struct FaultDelaySpec {
+  double fraction = 0;
+  Duration duration = 0ms;  // 1ms..1h
+};
+struct FaultSpec {
+  std::string header;  // lower case; empty: by percentage only
+  std::optional<FaultAbortSpec> abort;
+  std::optional<FaultDelaySpec> delay;
+};
+
+struct RouteFilters {
+  std::optional<BlockPatternsSpec> block_patterns;
+  std::optional<FaultSpec> fault;
+};
+
 // routes[].fallback holds at most this many clusters (an attempt's cluster is a small index).
 inline constexpr std::size_t kMaxFallbacks = 8;
 
@@ -180,6 +209,7 @@ struct Route {
   StreamSpec stream;
   std::optional<HedgeSpec> hedge;
   RoutePriority priority = RoutePriority::normal;  // shed first under overload when low
+  RouteFilters filters;                            // optional per-route filters, off by default
 };
 
 enum class LoadBalancing { round_robin, least_request };

@@ -98,6 +98,8 @@ routes:
     cache: {ttl: 60s, max_entry_bytes: 1MiB}
     stream: {max_chunk_bytes: 64KiB, max_bytes: 1GiB}
     hedge: {delay: 50ms, max_attempts: 2}
+    filters: {block_patterns: {sqli: true, xss: true},
+              fault: {abort: {percent: 1, status: 503}, delay: {percent: 5, duration: 200ms}}}
 clusters:
   - name: backend
     endpoints: [127.0.0.1:9001]
@@ -146,6 +148,10 @@ TEST(Config, TheDesignExampleLoadsWithEveryValue) {
   EXPECT_EQ(r.cache->max_entry_bytes, 1u << 20);
   EXPECT_EQ(r.stream.max_bytes, 1ull << 30);
   EXPECT_EQ(r.hedge->delay, 50ms);
+  ASSERT_TRUE(r.filters.fault.has_value());
+  EXPECT_DOUBLE_EQ(r.filters.fault->abort->fraction, 0.01);
+  EXPECT_EQ(r.filters.fault->delay->duration, 200ms);
+  EXPECT_TRUE(r.filters.block_patterns->xss);
   const Cluster& b = c.clusters[0];
   ASSERT_TRUE(b.circuit_breaker.has_value());
   EXPECT_EQ(b.circuit_breaker->window_type, circuit::WindowType::count);
@@ -353,6 +359,60 @@ clusters:
   EXPECT_NE(e[0].find("routes[0].rate_limit.max_key_bytes"), std::string::npos) << e[0];
   EXPECT_NE(e[1].find("clusters[0].circuit_breaker.failure_on[1]"), std::string::npos) << e[1];
   EXPECT_NE(e[2].find("clusters[0].health_check.expected_statuses[0]"), std::string::npos) << e[2];
+}
+
+TEST(Config, RouteFiltersLoadOffByDefault) {
+  const Config plain = parse_ok(kMinimal);
+  EXPECT_FALSE(plain.routes[0].filters.block_patterns.has_value());
+  EXPECT_FALSE(plain.routes[0].filters.fault.has_value());
+  const Config c = parse_ok(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - name: api
+    cluster: backend
+    filters:
+      block_patterns: {xss: false}
+      fault: {header: X-Fault-Drill, abort: {status: 502}, delay: {percent: 5, duration: 200ms}}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+)");
+  const RouteFilters& f = c.routes[0].filters;
+  ASSERT_TRUE(f.block_patterns.has_value());
+  EXPECT_TRUE(f.block_patterns->sqli);
+  EXPECT_FALSE(f.block_patterns->xss);
+  ASSERT_TRUE(f.fault.has_value());
+  EXPECT_EQ(f.fault->header, "x-fault-drill");
+  ASSERT_TRUE(f.fault->abort.has_value());
+  EXPECT_EQ(f.fault->abort->status, 502);
+  EXPECT_DOUBLE_EQ(f.fault->abort->fraction, 0.0);  // only requests carrying the header
+  ASSERT_TRUE(f.fault->delay.has_value());
+  EXPECT_DOUBLE_EQ(f.fault->delay->fraction, 0.05);
+  EXPECT_EQ(f.fault->delay->duration, 200ms);
+}
+
+TEST(Config, FaultsThatDoNothingOrCannotBeAnsweredAreErrors) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - {name: a, cluster: backend, filters: {fault: {abort: {status: 503}}}}
+  - {name: b, cluster: backend, filters: {fault: {abort: {percent: 10, status: 200}}}}
+  - {name: c, cluster: backend, filters: {fault: {delay: {percent: 10}}}}
+  - {name: d, cluster: backend, filters: {fault: {header: "x bad", delay: {percent: 1, duration: 2h}}}}
+  - {name: e, cluster: backend, filters: {block_patterns: {sql: true}}}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+)");
+  ASSERT_EQ(e.size(), 6u) << ::testing::PrintToString(e);
+  EXPECT_NE(e[0].find("routes[0].filters.fault.abort: aborts nothing"), std::string::npos) << e[0];
+  EXPECT_NE(e[1].find("routes[1].filters.fault.abort.status"), std::string::npos) << e[1];
+  EXPECT_NE(e[2].find("routes[2].filters.fault.delay: missing required key 'duration'"),
+            std::string::npos)
+      << e[2];
+  EXPECT_NE(e[3].find("routes[3].filters.fault.header"), std::string::npos) << e[3];
+  EXPECT_NE(e[4].find("routes[3].filters.fault.delay.duration"), std::string::npos) << e[4];
+  EXPECT_NE(e[5].find("routes[4].filters.block_patterns"), std::string::npos) << e[5];
 }
 
 TEST(Config, TimeWindowSizeIsADuration) {

@@ -1,5 +1,7 @@
 #include "filter/chain.h"
 
+#include <algorithm>
+
 namespace bulwark::gateway::filter {
 
 namespace {
@@ -53,6 +55,7 @@ void ChainRun::begin(const FilterChain* listener, const FilterChain* route) noex
 }
 
 LocalReply ChainRun::on_request(const RequestInfo& request) {
+  LocalReply go_on;
   for (std::size_t c = 0; c < kChains; ++c) {
     if (chains_[c] == nullptr) continue;
     const auto filters = chains_[c]->request_filters();
@@ -60,10 +63,11 @@ LocalReply ChainRun::on_request(const RequestInfo& request) {
       LocalReply reply =
           filters[i]->on_request(request, request_state_[c * FilterChain::kMaxPerKind + i]);
       if (reply) return reply;
+      go_on.hold = std::max(go_on.hold, reply.hold);
       entered_[c] = i + 1;
     }
   }
-  return {};
+  return go_on;
 }
 
 LocalReply ChainRun::before_attempt(const AttemptStart& start) {

@@ -60,7 +60,8 @@ class ChainRun {
   // Starts a request's walk. Either chain may be null.
   void begin(const FilterChain* listener, const FilterChain* route) noexcept;
 
-  // Runs the request filters; the first LocalReply stops the walk and is returned.
+  // Runs the request filters; the first LocalReply stops the walk and is returned. When all
+  // let the request go on, the result has status 0 and the longest hold any of them asked for.
   LocalReply on_request(const RequestInfo& request);
 
   LocalReply before_attempt(const AttemptStart& start);

@@ -38,6 +38,23 @@ class Recording final : public RequestFilter {
   int refuse_with_;
 };
 
+// Lets every request go on, holding it for `hold`.
+class Holding final : public RequestFilter {
+ public:
+  explicit Holding(std::chrono::nanoseconds hold) : hold_(hold) {}
+  std::string_view name() const noexcept override { return "holding"; }
+  LocalReply on_request(const RequestInfo& request, FilterState& state) const override {
+    (void)request;
+    (void)state;
+    LocalReply go_on;
+    go_on.hold = hold_;
+    return go_on;
+  }
+
+ private:
+  std::chrono::nanoseconds hold_;
+};
+
 class Policy final : public CallPolicy {
  public:
   explicit Policy(Log& log) : log_(log) {}
@@ -141,6 +158,28 @@ TEST(FilterChain, RefusesMoreFiltersThanTheInlineStateHolds) {
     chain.add(std::make_unique<Recording>("f", log));
   }
   EXPECT_THROW(chain.add(std::make_unique<Recording>("f", log)), std::length_error);
+}
+
+TEST(ChainRun, TheLongestHoldOfFiltersThatLetTheRequestGoOnIsReturned) {
+  using std::chrono::milliseconds;
+  Log log;
+  FilterChain listener;
+  listener.add(std::make_unique<Holding>(milliseconds(5)));
+  FilterChain route;
+  route.add(std::make_unique<Holding>(milliseconds(20)));
+  route.add(std::make_unique<Recording>("r", log));
+  ChainRun run;
+  run.begin(&listener, &route);
+  const LocalReply verdict = run.on_request({});
+  EXPECT_FALSE(verdict);
+  EXPECT_EQ(verdict.hold, milliseconds(20));
+
+  FilterChain refusing;
+  refusing.add(std::make_unique<Holding>(milliseconds(20)));
+  refusing.add(std::make_unique<Recording>("no", log, 503));
+  ChainRun refused;
+  refused.begin(nullptr, &refusing);
+  EXPECT_EQ(refused.on_request({}).status, 503);
 }
 
 }  // namespace

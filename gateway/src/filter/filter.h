@@ -64,6 +64,7 @@ struct RequestInfo {
   std::span<const HeaderLine> headers;
   bool has_body = false;
   TimePoint now;
+  Random* random = nullptr;  // the worker's seeded source (fault injection); never null
 };
 
 // How a request ended, for on_complete.
@@ -77,7 +78,8 @@ class RequestFilter {
  public:
   virtual ~RequestFilter() = default;
   virtual std::string_view name() const noexcept = 0;
-  // Lets the request go on (an empty LocalReply) or answers it.
+  // Lets the request go on (an empty LocalReply, or one with only a `hold` to delay it) or
+  // answers it.
   virtual LocalReply on_request(const RequestInfo& request, FilterState& state) const = 0;
   // Called exactly once for every filter whose on_request let the request go on, in reverse
   // order, when the request is over — answered, failed, or abandoned by the client.

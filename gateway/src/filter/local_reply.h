@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <string_view>
 
@@ -34,6 +35,9 @@ struct LocalReply {
   // Further header lines (Allow, RateLimit-*, WWW-Authenticate).
   std::array<HeaderLine, kMaxExtraHeaders> extra{};
   std::size_t extra_count = 0;
+  // With status 0 only: the request goes on, but waits this long before its upstream call
+  // (fault injection's delay); it counts against the route's request deadline.
+  std::chrono::nanoseconds hold{0};
 
   explicit operator bool() const noexcept { return status != 0; }
 

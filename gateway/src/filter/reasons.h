@@ -46,6 +46,10 @@ inline constexpr std::string_view kClusterConcurrencyLimit = "cluster_concurrenc
 inline constexpr std::string_view kRateLimited = "rate_limited";
 inline constexpr std::string_view kBadClientKey = "bad_client_key";
 
+// Optional per-route filters.
+inline constexpr std::string_view kBlockedPattern = "blocked_pattern";
+inline constexpr std::string_view kFaultAbort = "fault_abort";
+
 // Call policies.
 inline constexpr std::string_view kCircuitOpen = "circuit_open";
 inline constexpr std::string_view kOverloaded = "overloaded";

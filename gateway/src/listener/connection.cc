@@ -313,7 +313,9 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   info.headers = ctx_->fields;
   info.has_body = has_body_;
   info.now = now();
-  if (filter::LocalReply reply = ctx_->chain.on_request(info)) return reply;
+  info.random = &worker_.random;
+  const filter::LocalReply verdict = ctx_->chain.on_request(info);
+  if (verdict) return verdict;
   if (route_->cluster == nullptr || route_->cluster->endpoints.empty()) {
     return filter::refuse(503, reason::kNoEndpoint, has_body_);
   }
@@ -324,6 +326,7 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   x.listener = listener_runtime_->config;
   x.chain = &ctx_->chain;
   x.start = start_;
+  x.hold = verdict.hold;
   x.head = {};
   x.head.method = ctx_->parser->method();
   x.head.path = ctx_->target.path;

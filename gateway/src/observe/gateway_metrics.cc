@@ -77,6 +77,12 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
   route_retries_denied_ = &r.counter(
       "bulwark_route_retries_denied_total",
       "Retryable failures that were not retried, by route and reason.", {"route", "reason"});
+  route_blocked_ = &r.counter("bulwark_route_blocked_total",
+                              "Requests refused by the route's block patterns, by pattern kind.",
+                              {"route", "pattern"});
+  route_faults_ =
+      &r.counter("bulwark_route_faults_total",
+                 "Faults injected into the route's requests, by fault.", {"route", "fault"});
   endpoint_requests_ = &r.counter("bulwark_endpoint_requests_total",
                                   "Requests sent to the endpoint, by status class of the response.",
                                   {"cluster", "endpoint", "class"});
@@ -141,6 +147,12 @@ RouteMetrics& GatewayMetrics::route(const std::string& name) {
     m.fallbacks = &route_fallbacks_->with({name});
     for (std::size_t i = 0; i < kRetryDenials.size(); ++i) {
       m.retries_denied[i] = &route_retries_denied_->with({name, kRetryDenials[i]});
+    }
+    for (std::size_t i = 0; i < kBlockedPatterns.size(); ++i) {
+      m.blocked[i] = &route_blocked_->with({name, kBlockedPatterns[i]});
+    }
+    for (std::size_t i = 0; i < kFaults.size(); ++i) {
+      m.faults[i] = &route_faults_->with({name, kFaults[i]});
     }
   }
   return m;

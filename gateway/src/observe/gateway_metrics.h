@@ -21,6 +21,10 @@
 //   bulwark_route_retries_total{route}                         counter  attempts after the first
 //   bulwark_route_retries_denied_total{route,reason}           counter  retryable failures not
 //                                                                       retried, by reason
+//   bulwark_route_blocked_total{route,pattern}                 counter  block_patterns refusals
+//                                                                       (pattern: sqli | xss)
+//   bulwark_route_faults_total{route,fault}                    counter  injected faults
+//                                                                       (fault: abort | delay)
 //   bulwark_endpoint_requests_total{cluster,endpoint,class}    counter
 //   bulwark_endpoint_request_duration_seconds{cluster,endpoint} histogram
 //   bulwark_endpoint_requests_active{cluster,endpoint}         gauge
@@ -92,7 +96,12 @@ struct RouteMetrics {
   // By kRetryDenials order: retries_exhausted, budget_exhausted, deadline_exceeded,
   // not_replayable, not_idempotent.
   std::array<Counter*, 5> retries_denied{};
+  std::array<Counter*, 2> blocked{};  // by kBlockedPatterns order: sqli, xss
+  std::array<Counter*, 2> faults{};   // by kFaults order: abort, delay
 };
+
+inline constexpr std::array<std::string_view, 2> kBlockedPatterns{"sqli", "xss"};
+inline constexpr std::array<std::string_view, 2> kFaults{"abort", "delay"};
 
 inline constexpr std::array<std::string_view, 5> kRetryDenials{
     "retries_exhausted", "budget_exhausted", "deadline_exceeded", "not_replayable",
@@ -164,6 +173,8 @@ class GatewayMetrics {
   FamilyPtr<Counter> route_retries_;
   FamilyPtr<Counter> route_fallbacks_;
   FamilyPtr<Counter> route_retries_denied_;
+  FamilyPtr<Counter> route_blocked_;
+  FamilyPtr<Counter> route_faults_;
   FamilyPtr<Counter> endpoint_requests_;
   FamilyPtr<Histogram> endpoint_duration_;
   FamilyPtr<Gauge> endpoint_active_;

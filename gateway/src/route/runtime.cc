@@ -1,7 +1,9 @@
 #include "route/runtime.h"
 
+#include "filters/block_patterns/block_patterns.h"
 #include "filters/circuit_breaker/circuit_breaker.h"
 #include "filters/concurrency_limit/concurrency_limit.h"
+#include "filters/fault/fault.h"
 #include "filters/rate_limit/rate_limit.h"
 #include "filters/retry/retry.h"
 
@@ -37,17 +39,20 @@ void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
 }
 
 // The route's chain, in the order of docs/architecture.md: overload shedding by the route's
-// priority, the cluster's concurrency limit and the route's rate limit, then retry and the
-// cluster's breaker (the breaker last: it is the only call policy that refuses an attempt).
+// priority, block patterns, the cluster's concurrency limit, the route's rate limit and fault
+// injection; then retry and the cluster's breaker (the breaker last: it is the only call
+// policy that refuses an attempt).
 std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
                                                  const RouteRuntime& runtime,
                                                  observe::RouteMetrics& metrics, Shared& shared) {
   const ClusterRuntime& cluster = *runtime.cluster;
   auto chain = std::make_unique<filter::FilterChain>();
   chain->add(filters::bind_overload(route, shared.overload));
+  add_if(*chain, filters::bind_block_patterns(route, metrics));
   chain->add(filters::bind_cluster_concurrency_limit(*cluster.config, cluster.state->in_flight,
                                                      *cluster.metrics));
   add_if(*chain, filters::bind_route_rate_limit(route, shared.policies));
+  add_if(*chain, filters::bind_fault(route, metrics));
   if (route.retry) {
     add_if(*chain,
            filters::bind_retry(

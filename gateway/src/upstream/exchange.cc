@@ -55,6 +55,10 @@ http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request
   picked_ = false;
   pool_ = nullptr;
 
+  if (request.hold > std::chrono::nanoseconds::zero() && !co_await hold_within_deadline()) {
+    in_.release(worker_.buffers);
+    co_return;
+  }
   for (std::size_t index = 0;; ++index) {
     cluster_ = index == 0 ? request.route->cluster : request.route->fallbacks[index - 1];
     cluster_index_ = static_cast<filter::ClusterIndex>(index);
@@ -231,6 +235,16 @@ filter::RetryAdvice Exchange::ask_retry() {
   // hand is the answer.
   if (advice.again && now() + advice.delay + kMinAttempt > route_deadline_) return {};
   return advice;
+}
+
+http::Task<bool> Exchange::hold_within_deadline() {
+  const TimePoint start = now();
+  const bool fits = start + request_->hold < route_deadline_;
+  co_await wait_before_retry(fits ? request_->hold : route_deadline_ - start);
+  if (fits) co_return true;
+  fail(504, reason::kRequestTimeout);
+  result_->reply.close = !client_->parser.is_done();
+  co_return false;
 }
 
 http::Task<void> Exchange::wait_before_retry(std::chrono::nanoseconds delay) {

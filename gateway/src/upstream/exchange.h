@@ -71,6 +71,9 @@ struct ExchangeRequest {
   const config::Listener* listener = nullptr;
   filter::ChainRun* chain = nullptr;
   TimePoint start;
+  // How long the request waits before its first attempt (a request filter's hold: fault
+  // injection); it counts against the route's deadline.
+  std::chrono::nanoseconds hold{0};
   http::UpstreamRequestHead head;  // the endpoint's address is filled in by the exchange
   bool has_body = false;
   bool chunked_body = false;
@@ -111,6 +114,9 @@ class Exchange {
   http::Task<void> call_cluster(ClientLeg& client);
   http::Task<void> attempts(ClientLeg& client, EndpointPool& pool);
   http::Task<void> wait_before_retry(std::chrono::nanoseconds delay);
+  // Waits out the request's hold; false (504 request_timeout) when the hold outlasts the
+  // route's deadline, which is then what it waited.
+  http::Task<bool> hold_within_deadline();
   http::Task<bool> open_connection(EndpointPool& pool, bool allow_reuse);
   http::Task<void> send_request(ClientLeg& client);
   http::Task<void> send_body(ClientLeg& client);
