@@ -320,6 +320,35 @@ class HealthCheckTest(GatewayTest):
         _, clusters = gw.admin_json("/clusters")
         self.assertEqual(clusters[0]["endpoints"][0]["health"], "down")
 
+    def test_readyz_follows_a_critical_cluster_and_ignores_the_others(self):
+        bad = self.start_upstream()
+        bad.answer_all = (500, [])
+        config = with_cluster(make_config([bad.address]), health_check=self.CHECK,
+                              critical=True)
+        other = dict(config["clusters"][0], name="other", critical=False)
+        config["clusters"].append(other)
+        gw = self.start_gateway(config)
+        self.assertTrue(wait_until(lambda: gw.admin("/readyz").status == 503, scale(5),
+                                   what="/readyz to fail with the critical cluster"))
+        status, body = gw.admin_json("/readyz")
+        self.assertEqual(status, 503)
+        self.assertEqual(body, {"status": "not_ready", "failing": ["cluster:backend"]})
+        bad.answer_all = None
+        self.assertTrue(wait_until(lambda: gw.admin("/readyz").status == 200, scale(5),
+                                   what="/readyz to pass once the endpoint is back"))
+        # The same failure on a cluster that is not critical leaves /readyz alone.
+        bad.answer_all = (500, [])
+        config["clusters"][0]["critical"] = False
+        gw.write_config(config)
+        status, doc = gw.admin_json("/reload", method="POST")
+        self.assertEqual(status, 200, doc)
+        self.assertTrue(wait_until(lambda: gw.metric_value(
+            "bulwark_endpoint_health", {"cluster": "backend", "status": "down"}) == 1, scale(5),
+            what="the endpoint to go down again"))
+        # Readiness runs every 500 ms: three runs' worth of polling sees no failure.
+        self.assertFalse(wait_until(lambda: gw.admin("/readyz").status == 503, 1.5),
+                         "a cluster that is no longer critical failed /readyz")
+
 
 class RateLimitTest(GatewayTest):
     def test_per_client_limit_answers_429_and_spares_other_clients(self):

@@ -313,10 +313,10 @@ struct AdminServer::Impl {
         return json_response(http::status::ok,
                              json{{"status", state.status.empty() ? "ready" : state.status}});
       }
-      Response res = json_response(
-          http::status::service_unavailable,
-          json{{"status",
-                state.status.empty() || state.status == "ready" ? "not_ready" : state.status}});
+      json body{
+          {"status", state.status.empty() || state.status == "ready" ? "not_ready" : state.status}};
+      if (!state.failing.empty()) body["failing"] = state.failing;
+      Response res = json_response(http::status::service_unavailable, body);
       res.set(http::field::retry_after, "1");
       return res;
     }

@@ -41,7 +41,8 @@ struct ReloadOutcome {
 
 struct ReadyState {
   bool ready = true;
-  std::string status = "ready";  // "ready", "draining", "not_ready"
+  std::string status = "ready";      // "ready", "draining", "not_ready"
+  std::vector<std::string> failing;  // the failing critical checks ("cluster:<name>")
 };
 
 struct AdminHandlers {

@@ -313,6 +313,7 @@ json cluster_json(const config::Cluster& c) {
         {"max_idle", c.pool.max_idle},
         {"idle_timeout", format_duration(c.pool.idle_timeout)}}},
       {"max_concurrent_requests", c.max_concurrent_requests},
+      {"critical", c.critical},
   };
   out["circuit_breaker"] = c.circuit_breaker ? breaker_json(*c.circuit_breaker) : json(nullptr);
   out["outlier_detection"] =

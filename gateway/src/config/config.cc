@@ -708,8 +708,9 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
   Cluster out;
   l.check_keys(n, p,
                {"name", "endpoints", "lb", "connect_timeout", "pool", "max_concurrent_requests",
-                "circuit_breaker", "outlier_detection", "health_check"});
+                "circuit_breaker", "outlier_detection", "health_check", "critical"});
   l.string(n, "name", p, out.name);
+  l.boolean(n, "critical", p, out.critical);
   const YAML::Node eps = n["endpoints"];
   const std::string ep_path = Loader::child(p, "endpoints");
   if (!eps.IsDefined() || eps.IsNull()) {

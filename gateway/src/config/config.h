@@ -250,6 +250,9 @@ struct Cluster {
   FailureSet breaker_failures;  // circuit_breaker.failure_on
   std::optional<OutlierDetection> outlier_detection;
   std::optional<HealthCheckSpec> health_check;
+  // /readyz answers 503 while this cluster has no usable endpoint or its breaker is open
+  // (proxy/readiness.h).
+  bool critical = false;
 };
 
 struct CacheSpec {

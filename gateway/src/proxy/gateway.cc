@@ -20,6 +20,7 @@
 #include "bulwark/observe/prometheus.h"
 #include "bulwark/observe/registry.h"
 #include "listener/worker.h"
+#include "proxy/readiness.h"
 #include "route/runtime.h"
 #include "upstream/health_checker.h"
 
@@ -64,13 +65,14 @@ struct Gateway::Impl {
         shared(registry, clock) {}
 
   GatewayOptions options;
-  const Clock& clock;
+  Clock& clock;
   std::shared_ptr<const config::Config> startup;
   bulwark::observe::LogSystem logs;
   bulwark::observe::Logger log;
   bulwark::observe::Registry registry;
   Shared shared;
   std::unique_ptr<upstream::HealthChecker> health_checker;  // probes the current snapshot
+  std::unique_ptr<Readiness> readiness;                     // critical clusters, for /readyz
   std::vector<std::unique_ptr<Worker>> workers;
   std::unique_ptr<admin::AdminServer> admin;
   TimePoint started{};
@@ -106,6 +108,8 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
   s.current = route::build_snapshot(s.startup, *s.startup, s.generation, s.shared);
   s.health_checker = std::make_unique<upstream::HealthChecker>(s.logs.logger("health"));
   s.health_checker->watch(s.current);
+  s.readiness = std::make_unique<Readiness>(s.clock);
+  s.readiness->watch(*s.current);
   s.shared.overload.force(s.startup->overload.force_level);
   s.shared.overload.start(s.startup->overload, s.logs.logger("overload"));
   s.shared.metrics.reload_result(true, s.generation);
@@ -166,6 +170,13 @@ void Gateway::start() {
     if (s.shared.draining.load()) {
       r.ready = false;
       r.status = "draining";
+      return r;
+    }
+    Readiness::Verdict verdict = s.readiness->verdict();
+    if (!verdict.ready) {
+      r.ready = false;
+      r.status = "not_ready";
+      r.failing = std::move(verdict.failing);
     }
     return r;
   };
@@ -193,6 +204,7 @@ void Gateway::start() {
                              " (admin): " + e.code().message());
   }
   for (auto& w : s.workers) w->start();
+  s.readiness->start();
   s.admin->start();
   for (std::size_t k = 0; k < ports.size(); ++k) {
     s.log.info("listening",
@@ -251,6 +263,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   current = snap;
   for (auto& w : workers) w->install(snap);
   health_checker->watch(snap);
+  readiness->watch(*snap);
   shared.overload.force(next->overload.force_level);
   ++reload_ok;
   shared.metrics.reload_result(true, generation);

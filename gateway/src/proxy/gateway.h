@@ -36,7 +36,7 @@ struct GatewayOptions {
   std::string ready_file;  // empty: none
   // Every time reading of the gateway and its workers (deadlines, durations, drain). Null: the
   // system's steady clock.
-  const Clock* clock = nullptr;
+  Clock* clock = nullptr;
 };
 
 class Gateway {
