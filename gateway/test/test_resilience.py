@@ -574,6 +574,49 @@ class StreamChunksTest(GatewayTest):
             scale(5), what="stream_max_chunks abort counted"))
 
 
+class AlertsTest(GatewayTest):
+    def test_rules_fire_and_resolve_on_the_gateways_own_signals(self):
+        up = self.start_upstream()
+        up.answer_all = (500, [])
+        config = with_cluster(make_config([up.address]),
+                              circuit_breaker={"consecutive_failures": 3,
+                                               "open": {"duration": "2s"}})
+        config["alerts"] = [
+            {"name": "breaker_open", "metric": 'bulwark_breakers_open{cluster="backend"}',
+             "op": ">", "threshold": 0, "severity": "critical"},
+            {"name": "errors", "metric": "bulwark_requests_5xx_ratio", "op": ">",
+             "threshold": 0.5, "for": "0s"},
+            {"name": "slow", "metric": 'bulwark_request_duration_p99_seconds{route="api"}',
+             "op": ">", "threshold": 10},
+        ]
+        gw = self.start_gateway(config)
+
+        def states():
+            _, doc = gw.admin_json("/alerts")
+            self.assertTrue(doc["evaluated"])
+            return {r["name"]: r["state"] for r in doc["rules"]}
+
+        self.assertEqual(states(), {"breaker_open": "inactive", "errors": "inactive",
+                                    "slow": "inactive"})
+        with Client(gw.port) as c:
+            for _ in range(3):
+                self.assertEqual(c.request("GET", "/ok").status, 500)
+        self.assertTrue(wait_until(lambda: states()["breaker_open"] == "firing" and
+                                   states()["errors"] == "firing", scale(5),
+                                   what="both alerts to fire"))
+        self.assertEqual(states()["slow"], "inactive")
+        _, doc = gw.admin_json("/alerts")
+        errors = [r for r in doc["rules"] if r["name"] == "errors"][0]
+        self.assertEqual(errors["value"], 1.0)
+        self.assertIn("alert firing", gw.stderr())
+        self.assertIn("firing", gw.admin("/").body.decode())
+        # The breaker's open time runs out (half-open): the alert resolves with no traffic.
+        up.answer_all = None
+        self.assertTrue(wait_until(lambda: states()["breaker_open"] == "resolved", scale(6),
+                                   what="the breaker alert to resolve"))
+        self.assertIn("alert state changed", gw.stderr())
+
+
 class BlockPatternsTest(GatewayTest):
     def test_attack_shapes_are_refused_before_the_upstream_and_counted(self):
         up = self.start_upstream()

@@ -110,7 +110,11 @@ const char* state_class(const json* value) {
   const std::string& s = value->get_ref<const std::string&>();
   if (s == "healthy" || s == "closed" || s == "up") return "good";
   if (s == "unhealthy" || s == "open" || s == "down" || s == "ejected") return "bad";
-  if (s == "half_open" || s == "half-open" || s == "degraded" || s == "unknown") return "warn";
+  if (s == "firing") return "bad";
+  if (s == "inactive" || s == "resolved") return "good";
+  if (s == "half_open" || s == "half-open" || s == "degraded" || s == "unknown" || s == "pending") {
+    return "warn";
+  }
   return "unknown";
 }
 
@@ -210,6 +214,33 @@ void render_routes(std::string& out, const json& stats) {
   out += "</table>";
 }
 
+// stats.alerts: the rules with their state (proxy/alerting.h).
+void render_alerts(std::string& out, const json& stats) {
+  const json* alerts = array_field(&stats, "alerts");
+  if (alerts == nullptr) return;
+  out += "<h2>Alerts</h2>";
+  if (alerts->empty()) {
+    out += "<p class=\"empty\">no alert rules</p>";
+    return;
+  }
+  out +=
+      "<table><tr><th>alert</th><th>state</th><th>value</th><th>condition</th>"
+      "<th>severity</th></tr>";
+  for (const json& a : *alerts) {
+    out += "<tr>";
+    cell(out, text(field(a, "name")), "text");
+    const json* state = field(a, "state");
+    cell(out, text(state), state_class(state));
+    cell(out, text(field(a, "value")));
+    cell(out,
+         text(field(a, "metric")) + " " + text(field(a, "op")) + " " + text(field(a, "threshold")),
+         "text");
+    cell(out, text(field(a, "severity")));
+    out += "</tr>";
+  }
+  out += "</table>";
+}
+
 void render_reloads(std::string& out, const json& stats) {
   const json* reloads = field(stats, "reloads");
   if (reloads == nullptr || !reloads->is_object()) return;
@@ -282,6 +313,7 @@ std::string render_status_page(const nlohmann::json& stats, const nlohmann::json
   render_listeners(out, stats);
   render_routes(out, stats);
   render_clusters(out, clusters);
+  render_alerts(out, stats);
   render_reloads(out, stats);
   out +=
       "<p class=\"empty\">JSON: <a href=\"/stats\">/stats</a> <a href=\"/clusters\">/clusters</a>"

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
@@ -355,6 +356,23 @@ bool valid_method(std::string_view m) {
   return !m.empty() && std::all_of(m.begin(), m.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
 
+struct SignalName {
+  std::string_view name;
+  AlertSignalKind kind;
+  bool by_route;
+  bool by_cluster;
+};
+constexpr std::array<SignalName, 7> kSignals{{
+    {"bulwark_requests_5xx_ratio", AlertSignalKind::requests_5xx_ratio, true, false},
+    {"bulwark_request_duration_p99_seconds", AlertSignalKind::request_duration_p99, true, false},
+    {"bulwark_requests_per_second", AlertSignalKind::requests_per_second, true, false},
+    {"bulwark_retry_budget_exhausted_per_second", AlertSignalKind::retry_budget_exhausted, true,
+     false},
+    {"bulwark_breakers_open", AlertSignalKind::breakers_open, false, true},
+    {"bulwark_endpoints_unusable", AlertSignalKind::endpoints_unusable, false, true},
+    {"bulwark_overload_level", AlertSignalKind::overload_level, false, false},
+}};
+
 // An HTTP field name (RFC 9110 §5.1: a token).
 bool valid_header_name(std::string_view name) {
   constexpr std::string_view kTokenPunctuation = "!#$%&'*+-.^_`|~";
@@ -363,6 +381,40 @@ bool valid_header_name(std::string_view name) {
            kTokenPunctuation.find(c) != std::string_view::npos;
   });
 }
+
+}  // namespace
+
+std::optional<AlertSignal> parse_alert_signal(std::string_view text) {
+  const std::size_t brace = text.find('{');
+  const std::string_view name = text.substr(0, brace);
+  const auto known = std::find_if(kSignals.begin(), kSignals.end(),
+                                  [&](const SignalName& s) { return s.name == name; });
+  if (known == kSignals.end()) return std::nullopt;
+  AlertSignal out;
+  out.kind = known->kind;
+  if (brace == std::string_view::npos) return out;
+  // One selector: {route="name"} or {cluster="name"}.
+  std::string_view selector = text.substr(brace);
+  if (selector.size() < 2 || selector.back() != '}') return std::nullopt;
+  selector = selector.substr(1, selector.size() - 2);
+  const std::size_t eq = selector.find("=\"");
+  if (eq == std::string_view::npos || selector.size() < eq + 3 || selector.back() != '"') {
+    return std::nullopt;
+  }
+  const std::string_view label = selector.substr(0, eq);
+  const std::string_view value = selector.substr(eq + 2, selector.size() - eq - 3);
+  if (value.empty() || value.find('"') != std::string_view::npos) return std::nullopt;
+  if (label == "route" && known->by_route) {
+    out.route = value;
+  } else if (label == "cluster" && known->by_cluster) {
+    out.cluster = value;
+  } else {
+    return std::nullopt;
+  }
+  return out;
+}
+
+namespace {
 
 void load_rate_spec(Loader& l, const YAML::Node& m, const std::string& path, RateSpec& out,
                     bool required) {
@@ -885,7 +937,17 @@ Config load(Loader& l, const YAML::Node& root) {
               return std::nullopt;
             },
             "one of info | warning | critical");
-        if (!n["metric"].IsDefined()) ll.error(n, p, "missing required key 'metric'");
+        if (!n["metric"].IsDefined()) {
+          ll.error(n, p, "missing required key 'metric'");
+        } else if (const auto signal = parse_alert_signal(a.metric)) {
+          a.signal = *signal;
+        } else {
+          ll.error(n["metric"], Loader::child(p, "metric"),
+                   "expected one of the gateway's alert signals (docs/resilience.md), such as "
+                   "bulwark_requests_5xx_ratio or bulwark_request_duration_p99_seconds"
+                   "{route=\"api\"}, got '" +
+                       a.metric + "'");
+        }
         return a;
       });
   check_names(l, root, "alerts", c.alerts);
@@ -928,6 +990,20 @@ Config load(Loader& l, const YAML::Node& root) {
         l.error(rn["fallback"][j], Loader::index(Loader::child(p, "fallback"), j),
                 "no cluster named '" + r.fallback[j] + "'");
       }
+    }
+  }
+  // An alert scoped to a route or a cluster must name one.
+  for (std::size_t i = 0; i < c.alerts.size(); ++i) {
+    const AlertSignal& signal = c.alerts[i].signal;
+    const YAML::Node an = root["alerts"][i];
+    if (!an.IsMap()) continue;
+    const std::string p = Loader::child(Loader::index("alerts", i), "metric");
+    const bool route_known =
+        signal.route.empty() || std::any_of(c.routes.begin(), c.routes.end(),
+                                            [&](const Route& r) { return r.name == signal.route; });
+    if (!route_known) l.error(an["metric"], p, "no route named '" + signal.route + "'");
+    if (!signal.cluster.empty() && !c.find_cluster(signal.cluster)) {
+      l.error(an["metric"], p, "no cluster named '" + signal.cluster + "'");
     }
   }
   return c;

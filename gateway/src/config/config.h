@@ -279,9 +279,30 @@ struct OverloadSpec {
   OverloadLevel force_level = OverloadLevel::normal;
 };
 
+// What an alert rule watches (alerts[].metric): one of the gateway's signals, optionally scoped
+// to one route or cluster with a `{route="api"}` / `{cluster="backend"}` selector
+// (proxy/alerting.h says how each is computed).
+enum class AlertSignalKind : uint8_t {
+  requests_5xx_ratio,      // bulwark_requests_5xx_ratio{route}: last minute, 0..1
+  request_duration_p99,    // bulwark_request_duration_p99_seconds{route}: last minute
+  requests_per_second,     // bulwark_requests_per_second{route}: last minute
+  retry_budget_exhausted,  // bulwark_retry_budget_exhausted_per_second{route}
+  breakers_open,           // bulwark_breakers_open{cluster}: now
+  endpoints_unusable,      // bulwark_endpoints_unusable{cluster}: now
+  overload_level,          // bulwark_overload_level: 0 normal .. 3 exhausted
+};
+struct AlertSignal {
+  AlertSignalKind kind = AlertSignalKind::requests_5xx_ratio;
+  std::string route;    // empty: every route
+  std::string cluster;  // empty: every cluster
+};
+// Parses alerts[].metric; nullopt names no signal (or a selector the signal does not take).
+std::optional<AlertSignal> parse_alert_signal(std::string_view text);
+
 struct AlertSpec {
   std::string name;
   std::string metric;
+  AlertSignal signal;  // parsed from metric
   std::string op = ">";
   double threshold = 0;
   Duration for_duration = 0s;  // key `for`

@@ -415,6 +415,28 @@ clusters:
   EXPECT_NE(e[5].find("routes[4].filters.block_patterns"), std::string::npos) << e[5];
 }
 
+TEST(Config, AlertMetricsNameASignalAndAnExistingScope) {
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - {name: api, cluster: backend}
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+alerts:
+  - {name: a, metric: bulwark_requests_total, threshold: 1}
+  - {name: b, metric: 'bulwark_requests_5xx_ratio{route="nope"}', threshold: 1}
+  - {name: c, metric: 'bulwark_breakers_open{cluster="nope"}', threshold: 1}
+  - {name: d, metric: 'bulwark_endpoints_unusable{cluster="backend"}', threshold: 1}
+)");
+  ASSERT_EQ(e.size(), 3u) << ::testing::PrintToString(e);
+  EXPECT_NE(e[0].find("alerts[0].metric: expected one of the gateway's alert signals"),
+            std::string::npos)
+      << e[0];
+  EXPECT_NE(e[1].find("alerts[1].metric: no route named 'nope'"), std::string::npos) << e[1];
+  EXPECT_NE(e[2].find("alerts[2].metric: no cluster named 'nope'"), std::string::npos) << e[2];
+}
+
 TEST(Config, TimeWindowSizeIsADuration) {
   const Config c = parse_ok(std::string(kMinimal) + R"(
   - name: timed

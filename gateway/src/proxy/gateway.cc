@@ -20,6 +20,7 @@
 #include "bulwark/observe/prometheus.h"
 #include "bulwark/observe/registry.h"
 #include "listener/worker.h"
+#include "proxy/alerting.h"
 #include "proxy/readiness.h"
 #include "route/runtime.h"
 #include "upstream/health_checker.h"
@@ -73,6 +74,7 @@ struct Gateway::Impl {
   Shared shared;
   std::unique_ptr<upstream::HealthChecker> health_checker;  // probes the current snapshot
   std::unique_ptr<Readiness> readiness;                     // critical clusters, for /readyz
+  std::unique_ptr<Alerting> alerting;                       // alerts[], for /alerts
   std::vector<std::unique_ptr<Worker>> workers;
   std::unique_ptr<admin::AdminServer> admin;
   TimePoint started{};
@@ -110,6 +112,9 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
   s.health_checker->watch(s.current);
   s.readiness = std::make_unique<Readiness>(s.clock);
   s.readiness->watch(*s.current);
+  s.alerting = std::make_unique<Alerting>(
+      s.clock, [&s] { return s.snapshot(); }, s.shared.overload, s.logs.logger("alerts"));
+  s.alerting->watch(*s.startup);
   s.shared.overload.force(s.startup->overload.force_level);
   s.shared.overload.start(s.startup->overload, s.logs.logger("overload"));
   s.shared.metrics.reload_result(true, s.generation);
@@ -119,6 +124,7 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
 
 Gateway::~Gateway() {
   if (impl_->admin) impl_->admin->stop();
+  if (impl_->alerting) impl_->alerting->stop();
   for (auto& w : impl_->workers) w->stop();
   impl_->workers.clear();
   if (impl_->shared.access_log) impl_->shared.access_log->close();
@@ -183,18 +189,7 @@ void Gateway::start() {
   h.stats = [&s] { return s.stats(); };
   h.clusters = [&s] { return s.clusters(); };
   h.config = [&s] { return admin::config_to_json(*s.snapshot()->config); };
-  h.alerts = [&s] {
-    // Alert rules are loaded and shown; their evaluation arrives with the alerting work.
-    json rules = json::array();
-    for (const auto& a : s.snapshot()->config->alerts) {
-      rules.push_back({{"name", a.name},
-                       {"metric", a.metric},
-                       {"op", a.op},
-                       {"threshold", a.threshold},
-                       {"severity", a.severity}});
-    }
-    return json{{"evaluated", false}, {"rules", rules}};
-  };
+  h.alerts = [&s] { return s.alerting->to_json(s.clock.now()); };
   h.reload = [&s] { return s.reload(); };
   try {
     s.admin = std::make_unique<admin::AdminServer>(s.startup->admin.host, s.startup->admin.port,
@@ -205,6 +200,7 @@ void Gateway::start() {
   }
   for (auto& w : s.workers) w->start();
   s.readiness->start();
+  s.alerting->start();
   s.admin->start();
   for (std::size_t k = 0; k < ports.size(); ++k) {
     s.log.info("listening",
@@ -264,6 +260,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   for (auto& w : workers) w->install(snap);
   health_checker->watch(snap);
   readiness->watch(*snap);
+  alerting->watch(*next);
   shared.overload.force(next->overload.force_level);
   ++reload_ok;
   shared.metrics.reload_result(true, generation);
@@ -321,6 +318,7 @@ json Gateway::Impl::stats() {
   }
   doc["access_log"] = {{"written", shared.access_log ? shared.access_log->written() : 0},
                        {"dropped", shared.access_log ? shared.access_log->dropped() : 0}};
+  doc["alerts"] = alerting->to_json(clock.now())["rules"];
   return doc;
 }
 

@@ -388,6 +388,30 @@ double HistogramSnapshot::percentile(double q) const noexcept {
   return layout_->slot_hi[n - 1];  // unreachable: through == count_ at the last non-empty slot
 }
 
+HistogramSnapshot HistogramSnapshot::since(const HistogramSnapshot& earlier) const {
+  HistogramSnapshot out = *this;
+  if (!layout_ || earlier.layout_ != layout_) return out;
+  out.count_ = 0;
+  for (size_t i = 0; i < out.slots_.size(); ++i) {
+    out.slots_[i] = slots_[i] >= earlier.slots_[i] ? slots_[i] - earlier.slots_[i] : 0;
+    out.count_ += out.slots_[i];
+  }
+  out.sum_ = std::max(0.0, sum_ - earlier.sum_);
+  return out;
+}
+
+void HistogramSnapshot::merge(const HistogramSnapshot& other) {
+  if (!other.layout_) return;
+  if (!layout_) {
+    *this = other;
+    return;
+  }
+  if (other.layout_ != layout_) return;
+  for (size_t i = 0; i < slots_.size(); ++i) slots_[i] += other.slots_[i];
+  count_ += other.count_;
+  sum_ += other.sum_;
+}
+
 std::span<const double> HistogramSnapshot::bounds() const noexcept {
   if (!layout_) return {};
   return layout_->bounds;

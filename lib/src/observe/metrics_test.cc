@@ -215,6 +215,33 @@ TEST(Histogram, EmptyHistogramHasNaNPercentilesAndZeroCounts) {
   EXPECT_EQ(s.cumulative_counts(), std::vector<uint64_t>(default_latency_buckets().size(), 0));
 }
 
+TEST(Histogram, SinceIsTheWindowBetweenTwoSnapshotsAndMergeAddsSeries) {
+  Histogram h;
+  for (int i = 0; i < 100; ++i) h.observe(0.001);
+  const HistogramSnapshot earlier = h.snapshot();
+  for (int i = 0; i < 10; ++i) h.observe(2.0);
+  const HistogramSnapshot window = h.snapshot().since(earlier);
+  EXPECT_EQ(window.count(), 10u);
+  EXPECT_NEAR(window.sum(), 20.0, 1e-9);
+  EXPECT_NEAR(window.percentile(0.99), 2.0, 2.0 / 128);  // the old fast samples are gone
+  EXPECT_LT(h.snapshot().percentile(0.5), 0.01);         // the whole history still has them
+
+  Histogram other(h.layout());
+  other.observe(4.0);
+  HistogramSnapshot merged = window;
+  merged.merge(other.snapshot());
+  EXPECT_EQ(merged.count(), 11u);
+  EXPECT_NEAR(merged.percentile(1.0), 4.0, 4.0 / 128);
+  HistogramSnapshot empty;
+  empty.merge(window);
+  EXPECT_EQ(empty.count(), 10u);
+  Histogram foreign;  // another layout: ignored
+  foreign.observe(9.0);
+  merged.merge(foreign.snapshot());
+  EXPECT_EQ(merged.count(), 11u);
+  EXPECT_EQ(window.since(foreign.snapshot()).count(), 10u);
+}
+
 TEST(Histogram, InvalidOptionsThrow) {
   auto make = [](auto mutate) {
     HistogramOptions o;

@@ -195,6 +195,15 @@ class HistogramSnapshot {
   // Samples <= bounds()[i], for each bound (cumulative, as Prometheus buckets).
   std::vector<uint64_t> cumulative_counts() const;
 
+  // The samples recorded between `earlier` (a snapshot of the same histogram, taken before)
+  // and this one: a windowed distribution, e.g. the p99 of the last minute. Per-bucket counts
+  // that went down (a torn read) count as 0. Against a snapshot of another layout (or an empty
+  // one) it is a copy of this one.
+  HistogramSnapshot since(const HistogramSnapshot& earlier) const;
+  // Adds `other`'s samples to these (a distribution across series of one family, which share a
+  // layout). A snapshot of another layout is ignored; an empty one takes other's layout.
+  void merge(const HistogramSnapshot& other);
+
  private:
   friend class Histogram;
   std::shared_ptr<const detail::HistogramLayout> layout_;
