@@ -245,11 +245,14 @@ check_targets() {
   done
 }
 
-start_bulwark() {  # start_bulwark [NAME]: sets bulwark_port, bulwark_pid (binary: $bin)
+# start_bulwark [NAME]: sets bulwark_port, bulwark_pid (binary: $bin; config template:
+# $bulwark_config, default configs/bulwark.yaml.in)
+start_bulwark() {
   local dir=$tmp/${1:-bulwark}
   mkdir -p "$dir"
   rm -f "$dir/ready.json"
-  render "$bp_here/configs/bulwark.yaml.in" "$dir/bulwark.yaml" UPSTREAM_PORT="$upstream_port"
+  render "${bulwark_config:-$bp_here/configs/bulwark.yaml.in}" "$dir/bulwark.yaml" \
+    UPSTREAM_PORT="$upstream_port"
   "$bin" --check-config --config "$dir/bulwark.yaml" >/dev/null || die "bulwark: invalid config"
   bp_spawn bulwark "$bin" "$dir/stderr.log" --config "$dir/bulwark.yaml" \
     --ready-file "$dir/ready.json"

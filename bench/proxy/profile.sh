@@ -27,6 +27,7 @@
 # Environment:
 #   BULWARK_BIN                 gateway binary (default: build/release/gateway/bulwark)
 #   PROFILE_TARGETS             proxies (default "bulwark haproxy nginx")
+#   PROFILE_BULWARK_CONFIG      the gateway's config template (default configs/bulwark.yaml.in)
 #   PROFILE_TOOLS               measurements (default "heaptrack callgrind strace")
 #   PROFILE_SHAPES              request shapes (default "minimal realistic")
 #   PROFILE_CONNECTIONS         wrk -c of every load (default 8; wrk -t1)
@@ -46,6 +47,7 @@ bp_tag=profile-proxy
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bin=${BULWARK_BIN:-$bp_repo/build/release/gateway/bulwark}
 read -r -a targets <<<"${PROFILE_TARGETS:-bulwark haproxy nginx}"
+bulwark_config=${PROFILE_BULWARK_CONFIG:-}
 read -r -a tools <<<"${PROFILE_TOOLS:-heaptrack callgrind strace}"
 read -r -a shapes <<<"${PROFILE_SHAPES:-minimal realistic}"
 connections=${PROFILE_CONNECTIONS:-8}

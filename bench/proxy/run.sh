@@ -15,6 +15,10 @@
 #   BENCH_SKIP_BULWARK   1: leave the bulwark leg out (HAProxy and nginx only)
 #   BULWARK_BASELINE_BIN a second gateway binary measured in the same run ("baseline" rows,
 #                        e.g. the binary before a change)
+#   BENCH_BULWARK_CONFIG the gateway's config template (default configs/bulwark.yaml.in;
+#                        configs/bulwark-policies.yaml.in adds breaker, retry and limits)
+#   BENCH_BASELINE_CONFIG the baseline gateway's config template (default: the same); with
+#                        BULWARK_BASELINE_BIN set to the same binary, one config against another
 #   BENCH_DURATION       wrk -d per measured run (default 6s)
 #   BENCH_WARMUP         wrk -d of an unrecorded warm-up run before each (default 2s; 0 = none)
 #   BENCH_CONNECTIONS    wrk -c, a list: one scenario per value (default "32 256")
@@ -61,6 +65,7 @@ declare -A port_of pid_of
 port_of[upstream]=$upstream_port
 pid_of[upstream]=$upstream_pid
 if [ "$skip_bulwark" != 1 ]; then
+  bulwark_config=${BENCH_BULWARK_CONFIG:-$here/configs/bulwark.yaml.in}
   start_bulwark
   targets+=(bulwark)
   port_of[bulwark]=$bulwark_port
@@ -69,6 +74,7 @@ if [ "$skip_bulwark" != 1 ]; then
     # A second gateway binary (e.g. the previous release) measured in the same run.
     measured_bin=$bin
     bin=$BULWARK_BASELINE_BIN
+    bulwark_config=${BENCH_BASELINE_CONFIG:-$bulwark_config}
     start_bulwark baseline
     bin=$measured_bin
     targets+=(baseline)

@@ -420,6 +420,11 @@ void load_rate_spec(Loader& l, const YAML::Node& m, const std::string& path, Rat
                     bool required) {
   if (required && !m["rate"].IsDefined()) l.error(m, path, "missing required key 'rate'");
   l.rate(m, "rate", path, out.per_second);
+  // The limiter counts in microseconds: one request per microsecond at most.
+  if (out.per_second > kMaxRatePerSecond) {
+    l.error(m["rate"], Loader::child(path, "rate"),
+            "at most 1000000/s (the limiter's resolution is one request per microsecond)");
+  }
   l.integer(m, "burst", path, out.burst, 1, 1'000'000'000);
 }
 

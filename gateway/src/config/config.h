@@ -52,6 +52,9 @@ struct ListenerTimeouts {
   Duration request = 30s;
 };
 
+// The highest rate a limit may have (the limiters count in microseconds).
+inline constexpr double kMaxRatePerSecond = 1e6;
+
 struct RateSpec {
   double per_second = 0;  // from "100/s"
   uint64_t burst = 0;     // 0: defaults to max(1, per_second)

@@ -349,16 +349,20 @@ routes:
   - name: api
     cluster: backend
     rate_limit: {rate: 1/s, max_key_bytes: 0}
+  - name: fast
+    cluster: backend
+    rate_limit: {rate: 2000000/s}
 clusters:
   - name: backend
     endpoints: [127.0.0.1:9001]
     circuit_breaker: {failure_on: [reset, "200"]}
     health_check: {expected_statuses: [6xx]}
 )");
-  ASSERT_EQ(e.size(), 3u) << ::testing::PrintToString(e);
+  ASSERT_EQ(e.size(), 4u) << ::testing::PrintToString(e);
+  EXPECT_NE(e[1].find("routes[1].rate_limit.rate: at most 1000000/s"), std::string::npos) << e[1];
   EXPECT_NE(e[0].find("routes[0].rate_limit.max_key_bytes"), std::string::npos) << e[0];
-  EXPECT_NE(e[1].find("clusters[0].circuit_breaker.failure_on[1]"), std::string::npos) << e[1];
-  EXPECT_NE(e[2].find("clusters[0].health_check.expected_statuses[0]"), std::string::npos) << e[2];
+  EXPECT_NE(e[2].find("clusters[0].circuit_breaker.failure_on[1]"), std::string::npos) << e[2];
+  EXPECT_NE(e[3].find("clusters[0].health_check.expected_statuses[0]"), std::string::npos) << e[3];
 }
 
 TEST(Config, RouteFiltersLoadOffByDefault) {
