@@ -57,7 +57,9 @@ void Readiness::watch(const route::Snapshot& snapshot) {
     registry_.remove(it->first);
     it = watched_.erase(it);
   }
-  for (auto& [name, state] : wanted) {
+  for (const auto& entry : wanted) {
+    const std::string& name = entry.first;
+    const std::shared_ptr<route::ClusterState> state = entry.second;
     if (watched_.contains(name)) continue;
     registry_.add(
         name,
