@@ -108,9 +108,9 @@ std::optional<double> QuantileWindow::add(TimePoint now,
   return window.percentile(quantile);
 }
 
-Alerting::Alerting(Clock& clock, SnapshotSource current, const filters::OverloadManager& overload,
+Alerting::Alerting(Clock& clock, const filters::OverloadManager& overload,
                    bulwark::observe::Logger log)
-    : clock_(clock), current_(std::move(current)), overload_(overload), log_(std::move(log)) {}
+    : clock_(clock), overload_(overload), log_(std::move(log)) {}
 
 Alerting::~Alerting() { stop(); }
 
@@ -119,7 +119,7 @@ bulwark::observe::ValueSource Alerting::source_for(const config::AlertSignal& si
     case AlertSignalKind::requests_5xx_ratio: {
       auto window = std::make_shared<SignalWindow>(kWindow);
       return [this, signal, window](TimePoint now) -> std::optional<double> {
-        const RouteTotals t = route_totals(*current_(), signal.route);
+        const RouteTotals t = route_totals(*snapshot_, signal.route);
         const SignalWindow::Increase inc = window->add(now, t.errors, t.answers);
         if (inc.second <= 0) return std::nullopt;
         return inc.first / inc.second;
@@ -130,7 +130,7 @@ bulwark::observe::ValueSource Alerting::source_for(const config::AlertSignal& si
       auto window = std::make_shared<SignalWindow>(kWindow);
       const bool answers = signal.kind == AlertSignalKind::requests_per_second;
       return [this, signal, window, answers](TimePoint now) -> std::optional<double> {
-        const RouteTotals t = route_totals(*current_(), signal.route);
+        const RouteTotals t = route_totals(*snapshot_, signal.route);
         const SignalWindow::Increase inc =
             window->add(now, answers ? t.answers : t.budget_refusals, 0);
         if (inc.span <= Duration::zero()) return std::nullopt;
@@ -140,16 +140,16 @@ bulwark::observe::ValueSource Alerting::source_for(const config::AlertSignal& si
     case AlertSignalKind::request_duration_p99: {
       auto window = std::make_shared<QuantileWindow>(kWindow, kHistogramStep);
       return [this, signal, window](TimePoint now) {
-        return window->add(now, route_durations(*current_(), signal.route), 0.99);
+        return window->add(now, route_durations(*snapshot_, signal.route), 0.99);
       };
     }
     case AlertSignalKind::breakers_open:
       return [this, signal](TimePoint now) -> std::optional<double> {
-        return breakers_open(*current_(), signal.cluster, now);
+        return breakers_open(*snapshot_, signal.cluster, now);
       };
     case AlertSignalKind::endpoints_unusable:
       return [this, signal](TimePoint now) -> std::optional<double> {
-        return endpoints_unusable(*current_(), signal.cluster, now);
+        return endpoints_unusable(*snapshot_, signal.cluster, now);
       };
     case AlertSignalKind::overload_level:
       return [this](TimePoint) -> std::optional<double> {
@@ -159,8 +159,10 @@ bulwark::observe::ValueSource Alerting::source_for(const config::AlertSignal& si
   return [](TimePoint) -> std::optional<double> { return std::nullopt; };
 }
 
-void Alerting::watch(const config::Config& config) {
+void Alerting::watch(std::shared_ptr<const route::Snapshot> snapshot) {
   std::lock_guard lock(mu_);
+  snapshot_ = std::move(snapshot);
+  const config::Config& config = *snapshot_->config;
   if (engine_ && same_rules(specs_, config.alerts)) return;
   auto engine = std::make_unique<AlertEngine>();
   for (const config::AlertSpec& spec : config.alerts) {

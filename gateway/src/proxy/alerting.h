@@ -97,15 +97,15 @@ class Alerting {
   static constexpr Duration kWindow = std::chrono::minutes(1);
   static constexpr Duration kHistogramStep = std::chrono::seconds(10);
 
-  using SnapshotSource = std::function<std::shared_ptr<const route::Snapshot>()>;
-  Alerting(Clock& clock, SnapshotSource current, const filters::OverloadManager& overload,
-           bulwark::observe::Logger log);
+  Alerting(Clock& clock, const filters::OverloadManager& overload, bulwark::observe::Logger log);
   ~Alerting();
   Alerting(const Alerting&) = delete;
   Alerting& operator=(const Alerting&) = delete;
 
-  // Takes the rules of `config` (keeping the states when they are unchanged).
-  void watch(const config::Config& config);
+  // Reads the signals of `snapshot` from now on and takes the rules of its config (keeping
+  // the states when they are unchanged). Takes no lock but its own: a reload may call it
+  // while holding its own.
+  void watch(std::shared_ptr<const route::Snapshot> snapshot);
   void start();  // the evaluation thread
   void stop();
 
@@ -119,11 +119,13 @@ class Alerting {
   void loop();
 
   Clock& clock_;
-  SnapshotSource current_;
   const filters::OverloadManager& overload_;
   bulwark::observe::Logger log_;
 
-  mutable std::mutex mu_;  // guards engine_ and specs_ (evaluate holds it)
+  // Guards snapshot_, engine_ and specs_; evaluate() holds it while the sources read
+  // snapshot_, so a source never takes another lock (no order against a reload's).
+  mutable std::mutex mu_;
+  std::shared_ptr<const route::Snapshot> snapshot_;
   std::unique_ptr<bulwark::observe::AlertEngine> engine_;
   std::vector<config::AlertSpec> specs_;
 

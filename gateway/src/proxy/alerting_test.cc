@@ -87,9 +87,8 @@ struct AlertingTest : ::testing::Test {
 };
 
 TEST_F(AlertingTest, AFiveHundredsRatioGoesPendingThenFiresThenResolves) {
-  Alerting alerting(
-      clock, [this] { return snapshot; }, overload, logs.logger("alerts"));
-  alerting.watch(*config);
+  Alerting alerting(clock, overload, logs.logger("alerts"));
+  alerting.watch(snapshot);
   const auto state = [&] { return alerting.to_json(clock.now())["rules"][0]["state"]; };
   alerting.evaluate(clock.now());
   EXPECT_EQ(state(), "inactive");  // no answers yet: no value
@@ -117,10 +116,10 @@ TEST_F(AlertingTest, AFiveHundredsRatioGoesPendingThenFiresThenResolves) {
   EXPECT_EQ(state(), "resolved");
 
   // The same rules after a reload keep their state; other rules start afresh.
-  alerting.watch(*config);
+  alerting.watch(snapshot);
   EXPECT_EQ(state(), "resolved");
   config->alerts[0].threshold = 0.6;
-  alerting.watch(*config);
+  alerting.watch(snapshot);
   EXPECT_EQ(state(), "inactive");
 }
 
@@ -142,9 +141,8 @@ TEST_F(AlertingTest, TheOverloadLevelIsASignal) {
   config->alerts[0].threshold = 1;
   config->alerts[0].op = ">=";
   config->alerts[0].for_duration = 0s;
-  Alerting alerting(
-      clock, [this] { return snapshot; }, overload, logs.logger("alerts"));
-  alerting.watch(*config);
+  Alerting alerting(clock, overload, logs.logger("alerts"));
+  alerting.watch(snapshot);
   alerting.evaluate(clock.now());
   EXPECT_EQ(alerting.to_json(clock.now())["rules"][0]["state"], "inactive");
   overload.force(config::OverloadLevel::critical);

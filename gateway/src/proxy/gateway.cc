@@ -112,9 +112,8 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
   s.health_checker->watch(s.current);
   s.readiness = std::make_unique<Readiness>(s.clock);
   s.readiness->watch(*s.current);
-  s.alerting = std::make_unique<Alerting>(
-      s.clock, [&s] { return s.snapshot(); }, s.shared.overload, s.logs.logger("alerts"));
-  s.alerting->watch(*s.startup);
+  s.alerting = std::make_unique<Alerting>(s.clock, s.shared.overload, s.logs.logger("alerts"));
+  s.alerting->watch(s.current);
   s.shared.overload.force(s.startup->overload.force_level);
   s.shared.overload.start(s.startup->overload, s.logs.logger("overload"));
   s.shared.metrics.reload_result(true, s.generation);
@@ -260,7 +259,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   for (auto& w : workers) w->install(snap);
   health_checker->watch(snap);
   readiness->watch(*snap);
-  alerting->watch(*next);
+  alerting->watch(snap);
   shared.overload.force(next->overload.force_level);
   ++reload_ok;
   shared.metrics.reload_result(true, generation);
