@@ -121,7 +121,20 @@ int reap(const Child& child, std::chrono::milliseconds limit = kChildTimeout) {
   return WEXITSTATUS(*status);
 }
 
+// Under ThreadSanitizer a signal sent to the child can stay pending until its main thread
+// leaves the blocking wait it is in: seen once in CI under load, the child's report came after
+// exactly the 10 s of its wait_requested_for (ten runs on an idle machine passed). The tests
+// that send a signal and wait for its effect therefore run in the release and ASan builds
+// only, on every CI pass.
+#if defined(__SANITIZE_THREAD__)
+#define SKIP_UNDER_TSAN() \
+  GTEST_SKIP() << "ThreadSanitizer may defer a signal until the blocking call returns"
+#else
+#define SKIP_UNDER_TSAN() (void)0
+#endif
+
 TEST(ShutdownSignalTest, SigtermStartsAGracefulStop) {
+  SKIP_UNDER_TSAN();
   const Child child = spawn([](int out) {
     ShutdownCoordinator sd(SystemClock::instance(), {.deadline = 10s});
     std::mutex mu;
@@ -153,6 +166,7 @@ TEST(ShutdownSignalTest, SigtermStartsAGracefulStop) {
 }
 
 TEST(ShutdownSignalTest, SecondSignalForcesTheStop) {
+  SKIP_UNDER_TSAN();
   const Child child = spawn([](int out) {
     ShutdownCoordinator sd(SystemClock::instance(), {.deadline = 60s});
     sd.add_hook(
