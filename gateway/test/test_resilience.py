@@ -436,6 +436,85 @@ class ClusterLimitTest(GatewayTest):
                                          {"cluster": "backend"}), 0)
 
 
+class ClusterQueueTest(GatewayTest):
+    """clusters[].queue: requests over the limit wait for a slot, by route priority."""
+
+    def config(self, queue):
+        config = with_cluster(make_config([self.up.address]), max_concurrent_requests=1,
+                              queue=queue)
+        api = config["routes"][0]
+        low = dict(api, name="low", match={"path_prefix": "/low", "host": "*"}, priority="low")
+        high = dict(api, name="high", match={"path_prefix": "/high", "host": "*"},
+                    priority="high")
+        config["routes"] = [low, high, api]
+        return config
+
+    def queued(self, gw):
+        _, clusters = gw.admin_json("/clusters")
+        return clusters[0]["queued"]
+
+    def hold_the_slot(self, gw, ms):
+        """A request that holds the cluster's only slot for `ms` (its thread and result)."""
+        held = {}
+        t = threading.Thread(target=lambda: held.update(
+            r=request(gw.port, "GET", "/slow?ms=%d" % ms, timeout=scale(20))), daemon=True)
+        t.start()
+        self.assertTrue(self.up.slow_waiting.wait(scale(5)))
+        return t, held
+
+    def test_waiting_requests_are_let_in_by_priority_then_in_arrival_order(self):
+        self.up = self.start_upstream()
+        gw = self.start_gateway(self.config({"max_size": 10, "max_wait": "10s"}))
+        holder, held = self.hold_the_slot(gw, 1000)
+        results = {}
+        threads = []
+        # Queued one at a time, in this order; the high one arrives last.
+        for path in ["/low/ok?n=1", "/low/ok?n=2", "/ok?n=3", "/high/ok?n=4"]:
+            t = threading.Thread(target=lambda p=path: results.update(
+                {p: request(gw.port, "GET", p, timeout=scale(20))}), daemon=True)
+            t.start()
+            threads.append(t)
+            want = len(threads)
+            self.assertTrue(wait_until(lambda: self.queued(gw) == want, scale(5),
+                                       what="request %s queued" % path))
+        holder.join(scale(20))
+        for t in threads:
+            t.join(scale(20))
+        self.assertEqual(held["r"].status, 200)
+        self.assertEqual([results[p].status for p in results], [200] * 4)
+        with self.up._lock:
+            order = [r.target for r in self.up.requests if "n=" in r.target]
+        self.assertEqual(order, ["/high/ok?n=4", "/ok?n=3", "/low/ok?n=1", "/low/ok?n=2"])
+        self.assertEqual(self.queued(gw), 0)
+        self.assertEqual(gw.metric_value("bulwark_cluster_requests_active",
+                                         {"cluster": "backend"}), 0)
+
+    def test_a_wait_longer_than_max_wait_is_503_queue_timeout_and_a_full_queue_fails_fast(self):
+        self.up = self.start_upstream()
+        gw = self.start_gateway(self.config({"max_size": 1, "max_wait": "200ms"}))
+        holder, held = self.hold_the_slot(gw, 1500)
+        waited = {}
+        t = threading.Thread(target=lambda: waited.update(
+            r=request(gw.port, "GET", "/ok?n=1", timeout=scale(10)),
+            at=time.monotonic()), daemon=True)
+        start = time.monotonic()
+        t.start()
+        self.assertTrue(wait_until(lambda: self.queued(gw) == 1, scale(5), what="queued"))
+        full = request(gw.port, "GET", "/ok?n=2")  # the queue's one place is taken
+        self.assertGatewayResponse(full, 503, "cluster_concurrency_limit")
+        t.join(scale(10))
+        self.assertGatewayResponse(waited["r"], 503, "queue_timeout")
+        self.assertGreaterEqual(waited["at"] - start, 0.19)
+        self.assertLess(waited["at"] - start, scale(1.2))
+        self.assertGreaterEqual(int(waited["r"].header("retry-after")), 1)
+        self.assertEqual(self.up.count("/ok"), 0, "a refused request reached the upstream")
+        holder.join(scale(10))
+        self.assertEqual(held["r"].status, 200)
+        self.assertEqual(request(gw.port, "GET", "/ok").status, 200)
+        self.assertEqual(gw.metric_value("bulwark_gateway_responses_total",
+                                         {"reason": "queue_timeout"}), 1)
+
+
 class OverloadTest(GatewayTest):
     def config(self, level):
         config = make_config([self.up.address])

@@ -765,7 +765,7 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
   Cluster out;
   l.check_keys(n, p,
                {"name", "endpoints", "lb", "connect_timeout", "pool", "max_concurrent_requests",
-                "circuit_breaker", "outlier_detection", "health_check", "critical"});
+                "queue", "circuit_breaker", "outlier_detection", "health_check", "critical"});
   l.string(n, "name", p, out.name);
   l.boolean(n, "critical", p, out.critical);
   const YAML::Node eps = n["endpoints"];
@@ -797,6 +797,16 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
               l.duration(m, "idle_timeout", q, out.pool.idle_timeout);
             });
   l.integer(n, "max_concurrent_requests", p, out.max_concurrent_requests, 1, 10'000'000);
+  l.section(n, "queue", p, {"max_size", "max_wait"},
+            [&](const YAML::Node& m, const std::string& q) {
+              QueueSpec queue;
+              l.integer(m, "max_size", q, queue.max_size, 1, 1'000'000);
+              l.duration(m, "max_wait", q, queue.max_wait);
+              if (queue.max_wait > std::chrono::hours(1)) {
+                l.error(m["max_wait"], Loader::child(q, "max_wait"), "must be at most 1h");
+              }
+              out.queue = queue;
+            });
   if (const YAML::Node cb = n["circuit_breaker"]; cb.IsDefined() && !cb.IsNull()) {
     const std::string q = Loader::child(p, "circuit_breaker");
     if (l.expect_map(cb, q)) {

@@ -242,6 +242,13 @@ struct HealthCheckSpec {
   bool expects(int s) const noexcept { return expected.contains(s); }
 };
 
+// clusters[].queue: requests over max_concurrent_requests wait for a slot instead of being
+// refused at once (the library's Bulkhead queue: by route priority, FIFO within one).
+struct QueueSpec {
+  uint32_t max_size = 100;  // waiting requests; one more is refused (503)
+  Duration max_wait = 1s;   // longest wait; then 503 queue_timeout
+};
+
 struct Cluster {
   std::string name;
   std::vector<Address> endpoints;
@@ -249,6 +256,7 @@ struct Cluster {
   Duration connect_timeout = 1s;
   PoolSpec pool;
   uint32_t max_concurrent_requests = 1000;
+  std::optional<QueueSpec> queue;  // none: a full cluster refuses at once
   std::optional<circuit::BreakerOptions> circuit_breaker;
   FailureSet breaker_failures;  // circuit_breaker.failure_on
   std::optional<OutlierDetection> outlier_detection;

@@ -318,7 +318,12 @@ clusters:
     endpoints: [127.0.0.1:9001]
     circuit_breaker: {failure_on: [timeout, "429", gateway-error]}
     health_check: {expected_statuses: [2xx, "301"]}
+    queue: {max_size: 5, max_wait: 250ms}
 )");
+  EXPECT_FALSE(d.clusters[0].queue.has_value());
+  ASSERT_TRUE(c.clusters[0].queue.has_value());
+  EXPECT_EQ(c.clusters[0].queue->max_size, 5u);
+  EXPECT_EQ(c.clusters[0].queue->max_wait, 250ms);
   EXPECT_TRUE(c.listeners[0].per_client_dry_run);
   EXPECT_EQ(c.routes[0].priority, RoutePriority::low);
   EXPECT_EQ(d.routes[0].priority, RoutePriority::normal);
@@ -357,8 +362,13 @@ clusters:
     endpoints: [127.0.0.1:9001]
     circuit_breaker: {failure_on: [reset, "200"]}
     health_check: {expected_statuses: [6xx]}
+  - name: queued
+    endpoints: [127.0.0.1:9002]
+    queue: {max_size: 0, max_wait: 2h}
 )");
-  ASSERT_EQ(e.size(), 4u) << ::testing::PrintToString(e);
+  ASSERT_EQ(e.size(), 6u) << ::testing::PrintToString(e);
+  EXPECT_NE(e[4].find("clusters[1].queue.max_size"), std::string::npos) << e[4];
+  EXPECT_NE(e[5].find("clusters[1].queue.max_wait: must be at most 1h"), std::string::npos) << e[5];
   EXPECT_NE(e[1].find("routes[1].rate_limit.rate: at most 1000000/s"), std::string::npos) << e[1];
   EXPECT_NE(e[0].find("routes[0].rate_limit.max_key_bytes"), std::string::npos) << e[0];
   EXPECT_NE(e[2].find("clusters[0].circuit_breaker.failure_on[1]"), std::string::npos) << e[2];

@@ -5,8 +5,12 @@
 // Order (DESIGN §5, docs/architecture.md): request filters of the listener, then of the route,
 // in the order they were added; call policies likewise around every upstream attempt; response
 // filters likewise on the answer. on_complete runs in reverse for the request filters that let
-// the request go on, exactly once (complete() is idempotent and also runs from the destructor,
-// so a request abandoned half-way still gives back what its filters took).
+// the request go on or made it wait, exactly once (complete() is idempotent and also runs from
+// the destructor, so a request abandoned half-way still gives back what its filters took).
+//
+// A request filter that asks for a wait (LocalReply::wait) stops the walk there; resume() asks
+// that filter again once the wait is over and goes on from it. Call policies with
+// per-attempt state get one FilterState per leg of a hedged request (prepare_legs()).
 //
 // Thread-safety: a FilterChain is immutable once built and shared by all workers; a ChainRun
 // belongs to one request on one worker.
@@ -62,7 +66,13 @@ class ChainRun {
 
   // Runs the request filters; the first LocalReply stops the walk and is returned. When all
   // let the request go on, the result has status 0 and the longest hold any of them asked for.
+  // A filter that asks for a wait stops the walk too: the result is its wait (status 0).
   LocalReply on_request(const RequestInfo& request);
+  // After a wait: asks the filter that asked for it again, then walks on as on_request.
+  LocalReply resume(const RequestInfo& request);
+
+  // Makes room for per-attempt state of legs 1..legs-1 (hedged attempts), reset.
+  void prepare_legs(std::size_t legs);
 
   LocalReply before_attempt(const AttemptStart& start);
   void after_attempt(const AttemptOutcome& outcome);
@@ -82,13 +92,24 @@ class ChainRun {
   // Calls fn(filter, state) for each filter of one kind across both chains, in order.
   template <class Kind, class Fn>
   void each(Fn&& fn);
+  template <class Fn>
+  void each_policy(Leg leg, Fn&& fn);
+  // Walks the request filters from filter `index` of chain `chain` on.
+  LocalReply walk(const RequestInfo& request, std::size_t chain, std::size_t index);
 
+  using Bank = std::array<FilterState, kSlots>;
   std::array<const FilterChain*, kChains> chains_{};
   std::array<FilterState, kSlots> request_state_;
   std::array<FilterState, kSlots> call_state_;
   std::array<FilterState, kSlots> response_state_;
+  // Per-attempt call-policy state of legs 1.. (leg 0 uses call_state_); kept across requests.
+  std::vector<Bank> leg_state_;
   // How many request filters let the request go on, per chain (for on_complete).
   std::array<std::size_t, kChains> entered_{};
+  // The hold asked for so far, and where a wait stopped the walk.
+  std::chrono::nanoseconds hold_{0};
+  std::size_t waiting_chain_ = 0;
+  std::size_t waiting_index_ = 0;
   bool open_ = false;
 };
 

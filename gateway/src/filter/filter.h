@@ -16,6 +16,13 @@
 // inline with the request, so walking a chain allocates nothing. Time comes in as `now`; a
 // filter never reads a clock.
 //
+// A request filter whose decision cannot be taken at once (a permit from a queue that another
+// request will release, a reply from a shared store) asks the request to wait (LocalReply::wait)
+// and hands RequestInfo::wake to whatever resolves the decision; the connection suspends the
+// request until it is woken or the wait's deadline passes, then calls the filter's on_request
+// again, which learns the outcome from its own state (as the library's stages do after
+// Step::wait, pipeline/stage.h).
+//
 // Every filter exports a fixed set of metrics whose handles it resolves when it is built (never
 // by name per request); its header lists them.
 #pragma once
@@ -23,6 +30,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <new>
 #include <optional>
 #include <span>
@@ -37,6 +45,10 @@ namespace bulwark::gateway::filter {
 
 // Per-request scratch space of one filter, inline with the request. A filter keeps a small
 // trivially destructible struct in it (state<T>()); it starts zeroed for every request.
+//
+// A filter whose state owns something (a library permit, a queue ticket) constructs it with
+// make<T>() (owned<T>() finds it: null before) and must end it with end<T>() in on_complete,
+// which the chain runs for it exactly once (filter/chain.h); reset() never destroys it.
 class FilterState {
  public:
   static constexpr std::size_t kBytes = 96;
@@ -47,10 +59,50 @@ class FilterState {
     static_assert(std::is_trivially_destructible_v<T> && std::is_trivially_copyable_v<T>);
     return *std::launder(reinterpret_cast<T*>(bytes_.data()));
   }
-  void reset() noexcept { bytes_.fill(std::byte{0}); }
+  template <class T, class... Args>
+  T& make(Args&&... args) {
+    static_assert(sizeof(T) <= kBytes && alignof(T) <= alignof(std::max_align_t));
+    T* made = ::new (static_cast<void*>(bytes_.data())) T(std::forward<Args>(args)...);
+    made_ = true;
+    return *made;
+  }
+  template <class T>
+  T* owned() noexcept {
+    return made_ ? std::launder(reinterpret_cast<T*>(bytes_.data())) : nullptr;
+  }
+  template <class T>
+  void end() noexcept {
+    if (T* object = owned<T>()) object->~T();
+    reset();
+  }
+  void reset() noexcept {
+    bytes_.fill(std::byte{0});
+    made_ = false;
+  }
 
  private:
   alignas(std::max_align_t) std::array<std::byte, kBytes> bytes_{};
+  bool made_ = false;
+};
+
+// What wakes a request that waits for a filter's decision. The connection implements it; a
+// filter only copies the WakeToken it is given.
+class WakeTarget {
+ public:
+  virtual ~WakeTarget() = default;
+  // Thread-safe. Wakes the request if it still waits the wait numbered `wait`; otherwise (the
+  // wait already ended: woken, timed out, or the request is gone) does nothing.
+  virtual void wake(uint64_t wait) noexcept = 0;
+};
+
+// A copyable handle on one wait of one request: calling it from any thread, any number of
+// times, at any later moment, wakes that wait if it is still going on and nothing else.
+struct WakeToken {
+  std::shared_ptr<WakeTarget> target;
+  uint64_t wait = 0;
+  void operator()() const noexcept {
+    if (target) target->wake(wait);
+  }
 };
 
 // What request filters see of a request that passed hygiene and routing. Views into the
@@ -65,6 +117,11 @@ struct RequestInfo {
   bool has_body = false;
   TimePoint now;
   Random* random = nullptr;  // the worker's seeded source (fault injection); never null
+  // The token of the wait this request would enter if a filter asked for one; never null.
+  const WakeToken* wake = nullptr;
+  // The route's deadline (start + timeouts.request): a wait ends by then at the latest.
+  TimePoint deadline = TimePoint::max();
+  int priority = 1;  // the route's: 0 low, 1 normal, 2 high (queue order, shedding)
 };
 
 // How a request ended, for on_complete.
@@ -81,8 +138,9 @@ class RequestFilter {
   // Lets the request go on (an empty LocalReply, or one with only a `hold` to delay it) or
   // answers it.
   virtual LocalReply on_request(const RequestInfo& request, FilterState& state) const = 0;
-  // Called exactly once for every filter whose on_request let the request go on, in reverse
-  // order, when the request is over — answered, failed, or abandoned by the client.
+  // Called exactly once for every filter whose on_request let the request go on or asked it to
+  // wait (even when the filter refused it once the wait ended), in reverse order, when the
+  // request is over — answered, failed, or abandoned by the client.
   virtual void on_complete(const Completion& done, FilterState& state) const {
     (void)done;
     (void)state;
@@ -93,10 +151,16 @@ class RequestFilter {
 // fallback (routes[].fallback, at most config::kMaxFallbacks).
 using ClusterIndex = uint8_t;
 
+// Hedged attempts of one request run at the same time; each is a leg: 0 is the request's
+// attempt, 1.. its hedges (routes[].hedge). Call policies whose state belongs to one attempt
+// (a breaker's permit) keep one state per leg (CallPolicy::per_attempt_state).
+using Leg = uint8_t;
+
 // An attempt about to start, as call policies see it.
 struct AttemptStart {
   TimePoint now;
   ClusterIndex cluster = 0;
+  Leg leg = 0;
 };
 
 // The outcome of one upstream attempt, as call policies see it.
@@ -112,9 +176,10 @@ struct AttemptOutcome {
   int status = 0;  // the response's status for Kind::response
   std::chrono::nanoseconds elapsed{0};
   bool request_sent = false;  // any request byte may have reached the upstream
-  // A stale pooled connection that is replaced by a fresh one before any answer byte: not a
-  // result about the upstream (policies give back what they took, count nothing).
-  bool replaced = false;
+  // Not a result about the upstream — a stale pooled connection replaced by a fresh one before
+  // any answer byte, or a hedged attempt cancelled because another answered first: policies
+  // give back what they took and count nothing.
+  bool discarded = false;
   // The request can be sent again byte for byte: no body, or a body that was read whole and
   // kept (up to the 64 KiB replay buffer).
   bool replayable = false;
@@ -123,6 +188,7 @@ struct AttemptOutcome {
   TimePoint now;
   Random* random = nullptr;  // the worker's seeded source (backoff jitter); never null
   ClusterIndex cluster = 0;  // as in AttemptStart
+  Leg leg = 0;               // as in AttemptStart
 };
 
 struct RetryAdvice {
@@ -134,6 +200,9 @@ class CallPolicy {
  public:
   virtual ~CallPolicy() = default;
   virtual std::string_view name() const noexcept = 0;
+  // True: the FilterState passed to before_attempt/after_attempt is the attempt's own (one per
+  // leg of a hedged request); false: one state for the whole request (retry's count).
+  virtual bool per_attempt_state() const noexcept { return false; }
   // Before every attempt: an empty LocalReply lets it start; otherwise the call ends with it
   // (e.g. 503 circuit_open with Retry-After).
   virtual LocalReply before_attempt(const AttemptStart& start, FilterState& state) const = 0;

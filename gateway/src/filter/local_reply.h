@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "bulwark/core/clock.h"
+
 namespace bulwark::gateway::filter {
 
 struct HeaderLine {
@@ -38,6 +40,11 @@ struct LocalReply {
   // With status 0 only: the request goes on, but waits this long before its upstream call
   // (fault injection's delay); it counts against the route's request deadline.
   std::chrono::nanoseconds hold{0};
+  // With status 0 only: the filter's decision is pending (filter/filter.h). The request waits
+  // until the filter's WakeToken is called or until `wait_until`, whichever comes first, and
+  // the filter's on_request is then called again.
+  bool wait = false;
+  TimePoint wait_until{};
 
   explicit operator bool() const noexcept { return status != 0; }
 
@@ -47,6 +54,14 @@ struct LocalReply {
     if (extra_count < extra.size()) extra[extra_count++] = {name, value};
   }
 };
+
+// Asks the request to wait for the filter's decision until `until` at the latest.
+inline LocalReply wait_until(TimePoint until) noexcept {
+  LocalReply r;
+  r.wait = true;
+  r.wait_until = until;
+  return r;
+}
 
 constexpr LocalReply refuse(int status, std::string_view reason, bool close = false) noexcept {
   LocalReply r;

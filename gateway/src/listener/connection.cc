@@ -114,6 +114,8 @@ http::Task<void> Connection::serve(std::unique_ptr<Connection> self) {
     const HeadResult head = co_await c.read_head();
     if (head != HeadResult::ready) co_return;
     c.ctx_->reply = c.admit();
+    while (c.ctx_->reply.wait) co_await c.wait_for_filter();
+    if (!c.ctx_->reply) c.ctx_->reply = c.prepare_exchange();
     if (c.ctx_->reply) {
       if (!co_await c.answer()) co_return;
       continue;
@@ -303,8 +305,9 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
     return reply;
   }
   route_ = &snapshot_->routes[static_cast<std::size_t>(match.route)];
+  chunked_body_ = framing.chunked;
   ctx_->chain.begin(listener_runtime_->filters.get(), route_->filters.get());
-  filter::RequestInfo info;
+  filter::RequestInfo& info = ctx_->request_info;
   info.method = ctx_->parser->method();
   info.path = ctx_->target.path;
   info.query = ctx_->target.query;
@@ -314,19 +317,34 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   info.has_body = has_body_;
   info.now = now();
   info.random = &worker_.random;
-  const filter::LocalReply verdict = ctx_->chain.on_request(info);
-  if (verdict) return verdict;
+  ctx_->wake_token = ctx_->wake->token();
+  info.wake = &ctx_->wake_token;
+  info.deadline = start_ + route_->config->timeouts.request;
+  info.priority = static_cast<int>(route_->config->priority);
+  return ctx_->chain.on_request(info);
+}
+
+http::Task<void> Connection::wait_for_filter() {
+  // The wait ends when the filter's decision is made, at the filter's own deadline, or at the
+  // route's deadline (the filter's deadline is never later); the filter is then asked again.
+  const TimePoint until = std::min(ctx_->reply.wait_until, ctx_->request_info.deadline);
+  co_await ctx_->wake->wait_for(worker_.ioc.get_executor(), until - now());
+  ctx_->wake_token = ctx_->wake->token();
+  ctx_->request_info.now = now();
+  ctx_->reply = ctx_->chain.resume(ctx_->request_info);
+}
+
+filter::LocalReply Connection::prepare_exchange() {
   if (route_->cluster == nullptr || route_->cluster->endpoints.empty()) {
     return filter::refuse(503, reason::kNoEndpoint, has_body_);
   }
-
   upstream::ExchangeRequest& x = ctx_->exchange_request;
   x.snapshot = snapshot_.get();
   x.route = route_;
   x.listener = listener_runtime_->config;
   x.chain = &ctx_->chain;
   x.start = start_;
-  x.hold = verdict.hold;
+  x.hold = ctx_->reply.hold;
   x.head = {};
   x.head.method = ctx_->parser->method();
   x.head.path = ctx_->target.path;
@@ -337,7 +355,7 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   x.head.client_ip = client_ip_;
   x.head.request_id = ctx_->request_id;
   x.has_body = has_body_;
-  x.chunked_body = framing.chunked;
+  x.chunked_body = chunked_body_;
   // HTTP/1.0 clients know no interim answers (RFC 9110 §10.1.1): their Expect is ignored.
   x.expect_continue = http::iequals(http::field_value(ctx_->fields, "expect"), "100-continue") &&
                       has_body_ && ctx_->parser->version() >= 11;

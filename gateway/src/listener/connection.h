@@ -7,7 +7,9 @@
 //   read_head          the head under the header deadline (408) and the size limits (414,
 //                      431), parsed in place (http/message_parser.h)
 //   admit              hygiene (http/hygiene.h), routing (route/router.h), request filters
-//                      (filter/chain.h): pure decisions; a refusal is a LocalReply
+//                      (filter/chain.h): pure decisions; a refusal is a LocalReply; a filter
+//                      that must wait for its decision (a queued cluster permit) suspends the
+//                      request in wait_for_filter until it is woken or its deadline passes
 //   upstream::Exchange the call and the relay of the answer
 //   answer             every answer the gateway makes itself: http/head_writer.h
 //                      write_local_reply, counted per reason, access-logged
@@ -71,6 +73,11 @@ class Connection {
   filter::LocalReply parse_head(std::size_t head_end);
   filter::LocalReply admit();
   filter::LocalReply route_request(const http::Framing& framing);
+  // A request filter asked the request to wait (LocalReply::wait): waits, then asks it again.
+  http::Task<void> wait_for_filter();
+  // The routed, admitted request made ready for upstream::Exchange (503 no_endpoint when its
+  // cluster has none).
+  filter::LocalReply prepare_exchange();
   void ensure_request_id();
   void record(int status, std::string_view reason);
   void shutdown(boost::asio::socket_base::shutdown_type how) noexcept;
@@ -101,6 +108,7 @@ class Connection {
   bool keep_alive_ = true;
   bool head_request_ = false;
   bool has_body_ = false;
+  bool chunked_body_ = false;
 };
 
 }  // namespace bulwark::gateway::listener

@@ -17,12 +17,14 @@
 #include "http/connection_io.h"
 #include "http/hygiene.h"
 #include "http/message_parser.h"
+#include "listener/request_wake.h"
 #include "upstream/exchange.h"
 
 namespace bulwark::gateway::listener {
 
 struct RequestContext {
-  explicit RequestContext(const upstream::WorkerLeg& worker) : exchange(worker) {
+  RequestContext(const upstream::WorkerLeg& worker, std::shared_ptr<WakeHub> hub)
+      : exchange(worker), wake(std::make_shared<RequestWake>(std::move(hub))) {
     out.reserve(4096);
   }
 
@@ -37,6 +39,9 @@ struct RequestContext {
   std::string allow;         // 405's Allow
   filter::LocalReply reply;  // the answer being made (kept out of coroutine frames)
   filter::ChainRun chain;
+  filter::RequestInfo request_info;  // what the request filters see; kept for resume()
+  std::shared_ptr<RequestWake> wake;  // a filter's wait (listener/request_wake.h)
+  filter::WakeToken wake_token;       // the current wait's token, handed to the filters
   upstream::ExchangeRequest exchange_request;
   upstream::ExchangeResult exchange_result;
   upstream::Exchange exchange;
@@ -44,10 +49,11 @@ struct RequestContext {
 
 class RequestContextPool {
  public:
-  explicit RequestContextPool(upstream::WorkerLeg worker) : worker_(worker) {}
+  RequestContextPool(upstream::WorkerLeg worker, std::shared_ptr<WakeHub> hub)
+      : worker_(worker), hub_(std::move(hub)) {}
 
   std::unique_ptr<RequestContext> take() {
-    if (spare_.empty()) return std::make_unique<RequestContext>(worker_);
+    if (spare_.empty()) return std::make_unique<RequestContext>(worker_, hub_);
     auto ctx = std::move(spare_.back());
     spare_.pop_back();
     return ctx;
@@ -60,6 +66,7 @@ class RequestContextPool {
  private:
   static constexpr std::size_t kMaxSpare = 256;
   upstream::WorkerLeg worker_;
+  std::shared_ptr<WakeHub> hub_;
   std::vector<std::unique_ptr<RequestContext>> spare_;
 };
 

@@ -27,6 +27,7 @@ struct Worker::Impl : WorkerState {
     if (thread.joinable()) thread.join();
     acceptors.clear();
     upstreams.close_idle();
+    wake_hub->close();
     ioc_owner.reset();
   }
 

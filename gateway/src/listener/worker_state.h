@@ -32,8 +32,10 @@ struct WorkerState {
         shared(s),
         snapshot(std::move(snap)),
         random(seed),
-        contexts(
-            upstream::WorkerLeg{ioc.get_executor(), clock, upstreams, buffers, draining, random}) {}
+        wake_hub(std::make_shared<WakeHub>(ioc.get_executor())),
+        contexts(upstream::WorkerLeg{ioc.get_executor(), clock, upstreams, buffers, draining,
+                                     random},
+                 wake_hub) {}
 
   // Destroyed first (Worker::Impl's destructor): suspended connections are destroyed with it
   // and give back what they hold in the members below on the way out.
@@ -46,6 +48,8 @@ struct WorkerState {
   upstream::WorkerUpstreams upstreams;
   http::BufferPool buffers;
   bool draining = false;
+  // Wakes requests that wait for a filter's decision; closed before the loop is destroyed.
+  std::shared_ptr<WakeHub> wake_hub;
   RequestContextPool contexts;
   std::list<Connection*> connections;
   std::atomic<uint32_t> open{0};

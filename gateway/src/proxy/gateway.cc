@@ -362,7 +362,13 @@ json Gateway::Impl::clusters() {
                    {"lb", c.config->lb == config::LoadBalancing::round_robin ? "round_robin"
                                                                              : "least_request"},
                    {"breaker", breaker},
-                   {"requests_active", c.state ? c.state->in_flight.load() : 0},
+                   {"requests_active", c.bulkhead ? c.bulkhead->in_flight() : 0},
+                   {"queued", c.bulkhead ? c.bulkhead->queued() : 0},
+                   {"queue_estimated_wait_ms",
+                    c.bulkhead ? std::chrono::duration<double, std::milli>(
+                                     c.bulkhead->estimated_wait(now))
+                                     .count()
+                               : 0.0},
                    {"endpoints", eps}});
   }
   return out;

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "bulwark/observe/policy_metrics.h"
+#include "filters/cluster_limit/cluster_limit.h"
 
 namespace bulwark::gateway::route {
 
@@ -46,9 +47,24 @@ std::shared_ptr<ClusterState> PolicyStore::cluster(const config::Cluster& c) {
       fresh->breaker = std::make_unique<circuit::CircuitBreaker>(c.name, *c.circuit_breaker,
                                                                  const_cast<Clock&>(clock_));
     }
-    // Endpoint health is not the breaker's: it carries over either way.
-    if (state) fresh->endpoints = state->endpoints;
+    // Endpoint health and the bulkhead are not the breaker's: they carry over either way.
+    if (state) {
+      fresh->endpoints = state->endpoints;
+      fresh->bulkhead = state->bulkhead;
+    }
     state = std::move(fresh);
+  }
+  // The bulkhead keeps its permits in flight and its queue across a reload that changes only the
+  // limit; a new queue shape starts a new one (requests in flight release to the old one).
+  const limit::BulkheadOptions wanted = filters::bulkhead_options(c);
+  if (state->bulkhead && state->bulkhead->options().max_queue == wanted.max_queue &&
+      state->bulkhead->options().max_wait == wanted.max_wait) {
+    if (state->bulkhead->limit() != wanted.max_concurrent) {
+      state->bulkhead->set_limit(wanted.max_concurrent, clock_.now());
+    }
+  } else {
+    state->bulkhead =
+        std::make_shared<limit::Bulkhead>(c.name, wanted, const_cast<Clock&>(clock_));
   }
   std::map<std::string, std::shared_ptr<upstream::EndpointHealth>, std::less<>> endpoints;
   for (const auto& e : c.endpoints) {

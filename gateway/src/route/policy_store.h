@@ -1,6 +1,6 @@
 // PolicyStore: the policy objects that outlive config snapshots — each cluster's circuit
-// breaker, endpoint health (outlier ejection, health checks) and in-flight count, the retry
-// budgets, the rate limiters. A snapshot asks the store for them when it is built and holds
+// breaker, endpoint health (outlier ejection, health checks) and bulkhead (concurrency limit and
+// queue), the retry budgets, the rate limiters. A snapshot asks the store for them when it is built and holds
 // them (shared_ptr); the store remembers them weakly, by name and options, so a reload that
 // keeps a cluster (with the same breaker options) or a limit (with the same rate) keeps its
 // state — an open breaker stays open, a limited client stays limited — and a reload that drops
@@ -32,6 +32,7 @@
 
 #include "bulwark/circuit/circuit_breaker.h"
 #include "bulwark/core/clock.h"
+#include "bulwark/limit/bulkhead.h"
 #include "bulwark/limit/keyed_limiter.h"
 #include "bulwark/observe/registry.h"
 #include "bulwark/retry/retry_budget.h"
@@ -43,7 +44,9 @@ namespace bulwark::gateway::route {
 struct ClusterState {
   std::string name;
   std::unique_ptr<circuit::CircuitBreaker> breaker;  // null without circuit_breaker
-  std::atomic<uint32_t> in_flight{0};                // for max_concurrent_requests
+  // max_concurrent_requests and the queue (filters/cluster_limit). Replaced only while a
+  // snapshot is built (under the store's lock); the data path holds the filter's own copy.
+  std::shared_ptr<limit::Bulkhead> bulkhead;
   // By endpoint address as written in the config.
   std::map<std::string, std::shared_ptr<upstream::EndpointHealth>, std::less<>> endpoints;
 };

@@ -2,6 +2,7 @@
 
 #include "filters/block_patterns/block_patterns.h"
 #include "filters/circuit_breaker/circuit_breaker.h"
+#include "filters/cluster_limit/cluster_limit.h"
 #include "filters/concurrency_limit/concurrency_limit.h"
 #include "filters/fault/fault.h"
 #include "filters/rate_limit/rate_limit.h"
@@ -49,8 +50,7 @@ std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
   auto chain = std::make_unique<filter::FilterChain>();
   chain->add(filters::bind_overload(route, shared.overload));
   add_if(*chain, filters::bind_block_patterns(route, metrics));
-  chain->add(filters::bind_cluster_concurrency_limit(*cluster.config, cluster.state->in_flight,
-                                                     *cluster.metrics));
+  chain->add(filters::bind_cluster_limit(cluster.bulkhead, *cluster.metrics));
   add_if(*chain, filters::bind_route_rate_limit(route, shared.policies));
   add_if(*chain, filters::bind_fault(route, metrics));
   if (route.retry) {
@@ -95,6 +95,7 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     cr.config = &c;
     cr.metrics = &metrics.cluster(c.name);
     cr.state = shared.policies.cluster(c);
+    cr.bulkhead = cr.state->bulkhead;
     for (const auto& e : c.endpoints) {
       const std::string address = e.text();
       cr.endpoints.push_back({snap->endpoint_count++, address, c.name + '\n' + address, resolve(e),

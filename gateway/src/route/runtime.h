@@ -45,7 +45,10 @@ struct ClusterRuntime {
   const config::Cluster* config = nullptr;
   std::vector<EndpointRuntime> endpoints;
   observe::ClusterMetrics* metrics = nullptr;
-  std::shared_ptr<ClusterState> state;  // breaker, in-flight count, endpoint health
+  std::shared_ptr<ClusterState> state;  // breaker, endpoint health
+  // The cluster's limit and queue as this snapshot was built (ClusterState's may be replaced
+  // by a later reload).
+  std::shared_ptr<limit::Bulkhead> bulkhead;
 };
 
 struct RouteRuntime {

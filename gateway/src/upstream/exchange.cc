@@ -181,10 +181,10 @@ http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
     }
     last_outcome_ = describe_attempt(connected);
     sent_any_ = sent_any_ || request_sent_;
-    last_outcome_.replaced = round == 0 && connected && stage_ == Stage::failed &&
+    last_outcome_.discarded = round == 0 && connected && stage_ == Stage::failed &&
                              !request_body_failed_ && may_replace_stale(stale_facts());
     request_->chain->after_attempt(last_outcome_);
-    if (!last_outcome_.replaced) {
+    if (!last_outcome_.discarded) {
       attempt_ran_ = true;
       record_outlier(last_outcome_);
       co_return;

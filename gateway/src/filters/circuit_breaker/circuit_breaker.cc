@@ -57,7 +57,7 @@ void CircuitBreakerPolicy::after_attempt(const filter::AttemptOutcome& outcome,
   if (!held.held) return;
   held.held = false;
   circuit::CircuitBreaker& breaker = *breaker_of(held.cluster);
-  if (outcome.replaced) {
+  if (outcome.discarded) {
     breaker.release(held.permit);
   } else if (counts_as_failure(clusters_[held.cluster].failures, outcome)) {
     breaker.on_failure(held.permit, outcome.now);

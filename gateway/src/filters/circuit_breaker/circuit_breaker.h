@@ -65,6 +65,8 @@ class CircuitBreakerPolicy final : public filter::CallPolicy {
       : CircuitBreakerPolicy(std::vector<Guarded>{{std::move(cluster), failures}}) {}
 
   std::string_view name() const noexcept override { return "circuit_breaker"; }
+  // Each hedged attempt holds its own permit.
+  bool per_attempt_state() const noexcept override { return true; }
   filter::LocalReply before_attempt(const filter::AttemptStart& start,
                                     filter::FilterState& state) const override;
   void after_attempt(const filter::AttemptOutcome& outcome,

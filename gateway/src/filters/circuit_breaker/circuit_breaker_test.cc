@@ -87,7 +87,7 @@ TEST_F(BreakerTest, CallerErrorsAndReplacedStaleConnectionsAreNotFailures) {
     filter::FilterState state;
     ASSERT_FALSE(policy.before_attempt({clock.now()}, state));
     filter::AttemptOutcome o = outcome(Kind::reset, 0, clock.now());
-    o.replaced = true;
+    o.discarded = true;
     policy.after_attempt(o, state);
     ASSERT_FALSE(policy.before_attempt({clock.now()}, state));
     policy.after_attempt(outcome(Kind::response, 404, clock.now()), state);

@@ -1,8 +1,7 @@
-// Concurrency limit: at most N requests in flight at once across all workers, the next one
-// answered at once with 503 (Retry-After: 1) without touching an upstream — fail fast, like
-// Envoy's overload actions, rather than queueing behind work that is already late. Two
-// bindings: a listener's (503 concurrency_limit) and a cluster's, on the route chains of the
-// routes to that cluster (503 cluster_concurrency_limit).
+// Concurrency limit: at most N requests in flight at once on a listener across all workers, the
+// next one answered at once with 503 concurrency_limit (Retry-After: 1) without touching an
+// upstream — fail fast, like Envoy's overload actions, rather than queueing behind work that is
+// already late. (A cluster's limit, which may queue, is filters/cluster_limit.)
 //
 // A request counts from the moment it passed hygiene and routing until it is over (answered,
 // failed, or abandoned by the client): the filter takes a slot in on_request and gives it back
@@ -10,14 +9,11 @@
 //
 // Config:
 //   listeners[].limits.max_concurrent_requests   1 .. 2^32-1, default 1000 (bind_concurrency_limit)
-//   clusters[].max_concurrent_requests           1 .. 2^32-1, default 1000
-//                                                (bind_cluster_concurrency_limit)
 //
 // Metrics (handles resolved when the snapshot is built):
 //   bulwark_listener_requests_active{listener}                     gauge, admitted requests
-//   bulwark_gateway_responses_total{listener,status="503",reason="concurrency_limit" or
-//                                   "cluster_concurrency_limit"}   counter (the LocalReply path)
-//   bulwark_cluster_requests_active{cluster}                       gauge (cluster binding)
+//   bulwark_gateway_responses_total{listener,status="503",reason="concurrency_limit"}
+//                                                                  counter (the LocalReply path)
 //
 // Thread-safety: the in-flight count is one atomic shared by every worker (it outlives config
 // snapshots, so a reload neither resets nor double-counts requests in flight).
@@ -61,10 +57,5 @@ class ConcurrencyLimit final : public filter::RequestFilter {
 std::unique_ptr<filter::RequestFilter> bind_concurrency_limit(const config::Listener& listener,
                                                               std::atomic<uint32_t>& in_flight,
                                                               observe::ListenerMetrics& metrics);
-// The cluster's limit over its in-flight count (route/policy_store.h ClusterState), for the
-// chain of a route to that cluster.
-std::unique_ptr<filter::RequestFilter> bind_cluster_concurrency_limit(
-    const config::Cluster& cluster, std::atomic<uint32_t>& in_flight,
-    observe::ClusterMetrics& metrics);
 
 }  // namespace bulwark::gateway::filters

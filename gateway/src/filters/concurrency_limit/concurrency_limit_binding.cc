@@ -12,12 +12,4 @@ std::unique_ptr<filter::RequestFilter> bind_concurrency_limit(const config::List
                                             metrics.requests_active, reason::kConcurrencyLimit);
 }
 
-std::unique_ptr<filter::RequestFilter> bind_cluster_concurrency_limit(
-    const config::Cluster& cluster, std::atomic<uint32_t>& in_flight,
-    observe::ClusterMetrics& metrics) {
-  return std::make_unique<ConcurrencyLimit>(in_flight, cluster.max_concurrent_requests,
-                                            metrics.requests_active,
-                                            reason::kClusterConcurrencyLimit);
-}
-
 }  // namespace bulwark::gateway::filters
