@@ -515,6 +515,102 @@ class ClusterQueueTest(GatewayTest):
                                          {"reason": "queue_timeout"}), 1)
 
 
+class HedgeTest(GatewayTest):
+    """routes[].hedge: a slow attempt is overtaken by a hedge on another endpoint."""
+
+    def setUp(self):
+        super().setUp()
+        self.slow = self.start_upstream()
+        self.slow.delay_all = 0.3
+        self.fast = self.start_upstream()
+
+    def test_hedging_at_50ms_keeps_every_get_near_50ms_with_one_endpoint_300ms_slow(self):
+        gw = self.start_gateway(with_route(make_config([self.slow.address, self.fast.address]),
+                                           hedge={"delay": "50ms", "max_attempts": 2}))
+        durations = []
+        with Client(gw.port) as c:
+            for i in range(10):
+                start = time.monotonic()
+                resp = c.request("GET", "/ok?i=%d" % i)
+                durations.append(time.monotonic() - start)
+                self.assertEqual(resp.status, 200, resp)
+        self.assertGreater(self.slow.count(), 0, "round robin never reached the slow endpoint")
+        # Every GET the slow endpoint got was hedged to the fast one at 50 ms.
+        self.assertLess(max(durations), scale(0.2), durations)
+        self.assertEqual(self.fast.count(), 10)
+        hedges = gw.metric_value("bulwark_route_hedges_total", {"route": "api"})
+        self.assertEqual(hedges, self.slow.count())
+        self.assertEqual(gw.metric_value("bulwark_route_hedge_wins_total", {"route": "api"}),
+                         hedges)
+        # The losers' connections were closed, not pooled half-read: the slow endpoint sees
+        # a new connection for every request it got.
+        self.assertTrue(wait_until(lambda: self.slow.connections_accepted == self.slow.count(),
+                                   scale(2), what="slow connections"))
+
+    def test_a_post_is_not_hedged_and_a_fast_answer_costs_no_hedge(self):
+        gw = self.start_gateway(with_route(make_config([self.slow.address, self.fast.address]),
+                                           hedge={"delay": "50ms", "max_attempts": 3}))
+        self.slow.delay_all = 0.15
+        statuses = [request(gw.port, "POST", "/echo", body=b"once").status for _ in range(2)]
+        self.assertEqual(statuses, [200, 200])
+        self.assertEqual(self.slow.count() + self.fast.count(), 2)  # never sent twice
+        self.assertEqual(gw.metric_value("bulwark_route_hedges_total", {"route": "api"}), 0)
+
+    def test_the_budget_bounds_hedges_and_the_slow_answer_is_still_served(self):
+        # No ratio and a floor of one retry per 10 s window: one hedge, then none.
+        route = {"hedge": {"delay": "20ms", "max_attempts": 2},
+                 "retry": {"attempts": 1, "budget": {"ratio": 0, "min_per_second": 0.1}}}
+        gw = self.start_gateway(with_route(make_config([self.slow.address]), **route))
+        with Client(gw.port) as c:
+            statuses = [c.request("GET", "/ok").status for _ in range(3)]
+        self.assertEqual(statuses, [200] * 3)
+        self.assertEqual(gw.metric_value("bulwark_route_hedges_total", {"route": "api"}), 1)
+        self.assertGreaterEqual(gw.metric_value("bulwark_retry_budget_exhausted_total",
+                                                {"target": "backend"}), 2)
+
+    def test_the_first_attempt_may_still_win_and_when_every_attempt_fails_that_is_the_answer(self):
+        slower = self.start_upstream()
+        slower.delay_all = 1.0
+        self.slow.delay_all = 0.15
+        gw = self.start_gateway(with_route(make_config([self.slow.address, slower.address]),
+                                           hedge={"delay": "50ms", "max_attempts": 2}))
+        start = time.monotonic()
+        resp = request(gw.port, "GET", "/ok")  # the first attempt goes to self.slow
+        self.assertEqual(resp.status, 200, resp)
+        self.assertLess(time.monotonic() - start, scale(0.8))
+        self.assertEqual(gw.metric_value("bulwark_route_hedges_total", {"route": "api"}), 1)
+        self.assertEqual(gw.metric_value("bulwark_route_hedge_wins_total", {"route": "api"}), 0)
+        self.assertEqual(self.slow.count(), 1)
+        self.assertEqual(slower.count(), 1)  # the cancelled hedge reached it...
+        self.assertTrue(wait_until(lambda: slower.completed_count() == 1, scale(2)))
+
+        self.slow.answer_all = (503, [])
+        slower.answer_all = (502, [])
+        slower.delay_all = 0.1
+        resp = request(gw.port, "GET", "/ok")  # to slower first, hedged to slow
+        self.assertIn(resp.status, (502, 503), resp)
+        self.assertEqual(gw.metric_value("bulwark_route_hedges_total", {"route": "api"}), 2)
+        self.assertEqual(request(gw.port, "GET", "/ok").status, 503)
+        self.assertEqual(gw.metric_value("bulwark_endpoint_requests_active",
+                                         {"cluster": "backend"}), 0)
+
+    def test_a_hedged_body_is_replayed_byte_for_byte(self):
+        gw = self.start_gateway(with_route(make_config([self.slow.address, self.fast.address]),
+                                           hedge={"delay": "30ms", "max_attempts": 2}))
+        body = bytes(range(256)) * 20
+        for _ in range(2):
+            resp = request(gw.port, "PUT", "/echo", body=body)
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(resp.body, body)
+        self.assertGreater(self.slow.count(), 0)
+        self.assertEqual(gw.metric_value("bulwark_route_hedges_total", {"route": "api"}),
+                         self.slow.count())
+        # Both endpoints received the body whole.
+        self.assertTrue(wait_until(lambda: self.slow.completed_count("/echo") == self.slow.count(),
+                                   scale(2), what="slow bodies"))
+        self.assertEqual(self.fast.completed_count("/echo"), 2)
+
+
 class OverloadTest(GatewayTest):
     def config(self, level):
         config = make_config([self.up.address])

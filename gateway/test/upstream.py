@@ -30,6 +30,8 @@ the request path, so that one server can play every kind of peer a test needs:
 
 `answer_all = (status, headers)` makes every request, whatever its path, get that status (after
 its body was read): a failing endpoint beside a healthy one; None (the default) serves by path.
+`delay_all = seconds` makes every request wait that long before it is answered: a slow replica
+beside a fast one (0, the default: no delay).
 
 Every request is counted by path when its header has been read (`count()`), and again in
 `completed` when its body has been read in full. Nothing here sleeps unboundedly: every wait is
@@ -143,6 +145,7 @@ class ScriptedUpstream:
         self.strays_sent = 0  # bodies sent after bodiless answers because of &stray=1
         self.slow_waiting = threading.Event()  # set when a /slow request is waiting
         self.answer_all = None  # (status, [(name, value)]): every request gets this answer
+        self.delay_all = 0.0  # seconds every request waits before its answer
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept_thread.start()
 
@@ -331,6 +334,8 @@ class ScriptedUpstream:
         return not self._stop.wait(seconds)
 
     def _dispatch(self, conn, req):
+        if self.delay_all and not self._wait(self.delay_all):
+            return False
         forced = self.answer_all
         if forced is not None:
             self._send(conn, req, forced[0], b'{"forced":true}', headers=forced[1])

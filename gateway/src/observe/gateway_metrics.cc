@@ -74,6 +74,11 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
   route_fallbacks_ =
       &r.counter("bulwark_route_fallbacks_total",
                  "Calls that moved on to one of the route's fallback clusters.", {"route"});
+  route_hedges_ = &r.counter("bulwark_route_hedges_total",
+                             "Hedged attempts started (routes[].hedge), by route.", {"route"});
+  route_hedge_wins_ =
+      &r.counter("bulwark_route_hedge_wins_total",
+                 "Requests answered by a hedged attempt rather than the first one.", {"route"});
   route_retries_denied_ = &r.counter(
       "bulwark_route_retries_denied_total",
       "Retryable failures that were not retried, by route and reason.", {"route", "reason"});
@@ -145,6 +150,8 @@ RouteMetrics& GatewayMetrics::route(const std::string& name) {
     m.aborts_family = route_stream_aborts_;
     m.retries = &route_retries_->with({name});
     m.fallbacks = &route_fallbacks_->with({name});
+    m.hedges = &route_hedges_->with({name});
+    m.hedge_wins = &route_hedge_wins_->with({name});
     for (std::size_t i = 0; i < kRetryDenials.size(); ++i) {
       m.retries_denied[i] = &route_retries_denied_->with({name, kRetryDenials[i]});
     }

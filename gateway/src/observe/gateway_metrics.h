@@ -18,6 +18,9 @@
 //                                                                       max_concurrent_requests
 //   bulwark_route_fallbacks_total{route}                       counter  calls moved on to a
 //                                                                       fallback cluster
+//   bulwark_route_hedges_total{route}                          counter  hedged attempts started
+//   bulwark_route_hedge_wins_total{route}                      counter  requests answered by a
+//                                                                       hedge, not the first try
 //   bulwark_route_retries_total{route}                         counter  attempts after the first
 //   bulwark_route_retries_denied_total{route,reason}           counter  retryable failures not
 //                                                                       retried, by reason
@@ -93,6 +96,8 @@ struct RouteMetrics {
   std::string name;
   Counter* retries = nullptr;
   Counter* fallbacks = nullptr;
+  Counter* hedges = nullptr;
+  Counter* hedge_wins = nullptr;
   // By kRetryDenials order: retries_exhausted, budget_exhausted, deadline_exceeded,
   // not_replayable, not_idempotent.
   std::array<Counter*, 5> retries_denied{};
@@ -172,6 +177,8 @@ class GatewayMetrics {
   FamilyPtr<Gauge> cluster_requests_active_;
   FamilyPtr<Counter> route_retries_;
   FamilyPtr<Counter> route_fallbacks_;
+  FamilyPtr<Counter> route_hedges_;
+  FamilyPtr<Counter> route_hedge_wins_;
   FamilyPtr<Counter> route_retries_denied_;
   FamilyPtr<Counter> route_blocked_;
   FamilyPtr<Counter> route_faults_;

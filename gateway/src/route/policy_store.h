@@ -75,6 +75,9 @@ class PolicyStore {
                                              const config::RetryBudgetSpec& spec);
   std::shared_ptr<RateLimiterState> limiter(const std::string& name, const config::RateSpec& spec);
 
+  // The clock the policies are given (only `now` arguments are used on the data path).
+  Clock& clock() const noexcept { return const_cast<Clock&>(clock_); }
+
  private:
   void collect(bulwark::observe::MetricsSink& sink);
 

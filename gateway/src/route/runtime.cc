@@ -117,6 +117,11 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
       }
     }
     rr.filters = route_chain(r, rr, *rr.metrics, shared);
+    if (r.hedge && rr.cluster != nullptr) {
+      const config::RetryBudgetSpec budget = r.retry ? r.retry->budget : config::RetryBudgetSpec{};
+      rr.hedge = filters::bind_hedge(r, shared.policies.budget(rr.cluster->config->name, budget),
+                                     shared.policies.clock(), *rr.metrics);
+    }
     snap->routes.push_back(std::move(rr));
   }
   return snap;

@@ -21,6 +21,7 @@
 
 #include "config/config.h"
 #include "filter/chain.h"
+#include "filters/hedge/hedge.h"
 #include "filters/overload/overload.h"
 #include "observe/access_log.h"
 #include "observe/gateway_metrics.h"
@@ -61,6 +62,8 @@ struct RouteRuntime {
   // The route's filters: the cluster's concurrency limit and the route's rate limit (request
   // filters), retry and the cluster's circuit breaker (call policies).
   std::unique_ptr<filter::FilterChain> filters;
+  // routes[].hedge, run by the exchange (filters/hedge); null without it.
+  std::unique_ptr<filters::Hedge> hedge;
 };
 
 struct ListenerShared {

@@ -54,6 +54,9 @@ http::Task<void> Exchange::run(ClientLeg& client, const ExchangeRequest& request
   sent_any_ = false;
   picked_ = false;
   pool_ = nullptr;
+  race_.reset();
+  raced_ = false;
+  leg_ = 0;
 
   if (request.hold > std::chrono::nanoseconds::zero() && !co_await hold_within_deadline()) {
     in_.release(worker_.buffers);
@@ -105,11 +108,12 @@ http::Task<void> Exchange::call_cluster(ClientLeg& client) {
     const filter::RetryAdvice advice = ask_retry();
     if (!advice.again) co_return;
     // The failed attempt's connection carries nothing more; the next goes elsewhere if it can.
+    // (After a hedged race the current attempt may be on another endpoint than `endpoint`.)
     close_upstream();
     in_.consume(in_.size());
-    release_slot(pool);
+    if (pool_ != nullptr) release_slot(*pool_);
     pool_ = nullptr;
-    previous_endpoint_ = endpoint;
+    previous_endpoint_ = result_->endpoint;
     co_await wait_before_retry(advice.delay);
     result_->reply = {};
     replaying_ = body_taken();
@@ -133,9 +137,13 @@ bool Exchange::may_fall_back(std::size_t index) const noexcept {
 }
 
 void Exchange::release_slot(EndpointPool& pool) noexcept {
+  release_slot(pool, *result_->endpoint);
+}
+
+void Exchange::release_slot(EndpointPool& pool, const route::EndpointRuntime& endpoint) noexcept {
   pool.release();
   --pool.active;
-  if (result_->endpoint->metrics->active) result_->endpoint->metrics->active->dec();
+  if (endpoint.metrics->active) endpoint.metrics->active->dec();
 }
 
 const route::EndpointRuntime* Exchange::choose_endpoint(const route::ClusterRuntime& cluster) {
@@ -159,10 +167,12 @@ const route::EndpointRuntime* Exchange::choose_endpoint(const route::ClusterRunt
 
 http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
   attempt_ran_ = false;
+  raced_ = false;
   for (int round = 0; round < 2; ++round) {
     stage_ = Stage::ok;
     upstream_reusable_ = true;
-    result_->reply = request_->chain->before_attempt({now(), cluster_index_});
+    leg_ = 0;
+    result_->reply = request_->chain->before_attempt({now(), cluster_index_, leg_});
     if (result_->reply) {
       result_->reply.close = result_->reply.close || !client.parser.is_done();
       stage_ = Stage::failed;
@@ -173,16 +183,16 @@ http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
     request_sent_ = false;
     // The replacement round always opens a new connection: the next idle one may be just as
     // dead.
-    const bool connected = co_await open_connection(pool, round == 0);
-    if (connected) {
+    if (co_await open_connection(pool, round == 0)) {
       ++result_->attempts;
       co_await send_request(client);
-      if (stage_ == Stage::ok) co_await read_response_head();
+      if (stage_ == Stage::ok) co_await await_response_head(client);
     }
-    last_outcome_ = describe_attempt(connected);
+    // After a race the current attempt is the one that answered, or the last to fail.
+    last_outcome_ = describe_attempt(connected_);
     sent_any_ = sent_any_ || request_sent_;
-    last_outcome_.discarded = round == 0 && connected && stage_ == Stage::failed &&
-                             !request_body_failed_ && may_replace_stale(stale_facts());
+    last_outcome_.discarded = !raced_ && round == 0 && connected_ && stage_ == Stage::failed &&
+                              !request_body_failed_ && may_replace_stale(stale_facts());
     request_->chain->after_attempt(last_outcome_);
     if (!last_outcome_.discarded) {
       attempt_ran_ = true;
@@ -210,6 +220,7 @@ filter::AttemptOutcome Exchange::describe_attempt(bool connected) const {
   outcome.replayable = !body_taken() || (client_->parser.is_done() && !replay_overflow_);
   outcome.random = &worker_.random;
   outcome.cluster = cluster_index_;
+  outcome.leg = leg_;
   if (stage_ != Stage::failed) {
     outcome.kind = Kind::response;
     outcome.status = stage_ == Stage::ok ? parser_->status() : 0;
@@ -276,8 +287,9 @@ void Exchange::record_outlier(const filter::AttemptOutcome& outcome) {
 
 void Exchange::keep_for_replay(std::string_view framed_body) {
   if (framed_body.empty() || replay_overflow_) return;
-  // Kept only where it can be sent again: a route with retry or fallback clusters.
-  const bool may_resend = request_->route->config->retry || !request_->route->fallbacks.empty();
+  // Kept only where it can be sent again: a route with retry, hedging or fallback clusters.
+  const bool may_resend = request_->route->config->retry || request_->route->hedge ||
+                          !request_->route->fallbacks.empty();
   if (!may_resend || replay_.size() + framed_body.size() > kReplayBytes) {
     replay_overflow_ = true;  // never sent again: nothing more is kept
     replay_.clear();
@@ -289,11 +301,13 @@ void Exchange::keep_for_replay(std::string_view framed_body) {
 http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse) {
   close_upstream();
   reused_ = false;
+  connected_ = false;
   const config::Cluster& cluster = *cluster_->config;
   if (allow_reuse) {
     if (auto idle = pool.take_idle(now(), cluster.pool.idle_timeout)) {
       socket_.emplace(std::move(*idle));
       reused_ = true;
+      connected_ = true;
       co_return true;
     }
   }
@@ -315,6 +329,7 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
   if (endpoint.metrics->connections_opened) endpoint.metrics->connections_opened->inc();
   error_code ignored;
   socket_->set_option(net::ip::tcp::no_delay(true), ignored);
+  connected_ = true;
   co_return true;
 }
 
@@ -452,12 +467,25 @@ void Exchange::fail_request_body(const error_code& ec) {
   }
 }
 
-http::Task<void> Exchange::read_response_head() {
+http::Task<void> Exchange::await_response_head(ClientLeg& client) {
   const config::Route& route = *request_->route->config;
   const auto budget =
       route.timeouts.first_byte ? route.timeouts.first_byte : route.timeouts.per_try;
-  const Binding deadline = first_byte_deadline(now(), budget, route_deadline_);
-  client_->timer.guard(*socket_, deadline.at);
+  head_deadline_ = first_byte_deadline(now(), budget, route_deadline_);
+  if (request_->route->hedge == nullptr || !hedge_allowed()) {
+    co_await read_response_head();
+    co_return;
+  }
+  race_.emplace(request_->route->hedge->start(route_deadline_));
+  race_->on_start(attempt_started_);  // attempt 0: this one
+  const TimePoint hedge_at = race_->next_hedge_at().value_or(TimePoint::max());
+  if (co_await read_response_head(hedge_at)) co_await race(client);
+}
+
+http::Task<bool> Exchange::read_response_head(TimePoint hedge_at) {
+  const config::Route& route = *request_->route->config;
+  const Binding deadline = head_deadline_;
+  client_->timer.guard(*socket_, std::min(deadline.at, hedge_at));
   for (;;) {
     parser_.emplace(fields_, kMaxUpstreamFields);
     parser_->header_limit(kUpstreamHeaderLimit);
@@ -473,15 +501,22 @@ http::Task<void> Exchange::read_response_head() {
         if (!ec && parser_->is_header_done()) break;
         if (ec && ec != beast_http::error::need_more) {
           fail_response_head(ec, false);
-          co_return;
+          co_return false;
         }
       }
       auto room = in_.prepare(worker_.buffers, kUpstreamBufferBytes, kMinReadRoom);
       auto [ec, n] = co_await socket_->async_read_some(room, http::kTuple);
+      if (ec && client_->timer.fired() && now() < deadline.at) {
+        // The hedge delay ran out before the first-byte deadline: a hedge is due unless the
+        // answer is already on its way, which is then waited for.
+        if (!received_any_) co_return true;
+        client_->timer.guard(*socket_, deadline.at);
+        continue;
+      }
       if (ec) {
         fail_response_head(ec, client_->timer.fired());
         if (client_->timer.fired()) fail(deadline.status, deadline.reason);
-        co_return;
+        co_return false;
       }
       received_any_ = true;
       in_.commit(n);
@@ -492,10 +527,10 @@ http::Task<void> Exchange::read_response_head() {
     // protocols anyway has answered something this hop cannot relay.
     if (status == 101) {
       fail(502, reason::kBadResponse);
-      co_return;
+      co_return false;
     }
     // Interim answers (100 Continue was given by the gateway itself; 102, 103) are dropped.
-    if (status >= 200) co_return;
+    if (status >= 200) co_return false;
   }
 }
 

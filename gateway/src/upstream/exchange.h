@@ -12,6 +12,11 @@
 //      After the attempt, outlier detection records its result, and the call policies may ask
 //      for another (retry: the body kept up to kReplayBytes is replayed byte for byte, another
 //      endpoint preferred, the wait bounded by the route's deadline)
+//   2b. on a route with `hedge` (filters/hedge), when the attempt's answer has not begun by the
+//      hedge delay, the race (exchange_race.cc): the same request goes to another endpoint
+//      while the first attempt keeps waiting, each attempt a leg with its own connection, pool
+//      slot, call-policy state and first-byte deadline; the first answer's head wins, the
+//      others are closed (their connections never go back to the pool)
 //   1b. when the cluster's call failed (breaker open, no usable endpoint, attempts spent) and
 //      the request may be sent again (exchange_rules.h should_fall_back), the same with the
 //      route's next fallback cluster
@@ -34,6 +39,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bulwark/fallback/hedge.h"
 #include "filter/chain.h"
 #include "filter/local_reply.h"
 #include "http/connection_io.h"
@@ -111,8 +117,37 @@ class Exchange {
  private:
   enum class Stage : uint8_t { ok, failed, client_gone };
 
+  // An attempt of a hedged request that waits for its answer's head while another attempt is
+  // the current one (exchange_race.cc).
+  struct ParkedLeg {
+    std::optional<http::Socket> socket;
+    const route::EndpointRuntime* endpoint = nullptr;
+    EndpointPool* pool = nullptr;
+    TimePoint started;
+    Binding head_deadline;
+    filter::Leg leg = 0;
+    bool reused = false;
+  };
+
   http::Task<void> call_cluster(ClientLeg& client);
   http::Task<void> attempts(ClientLeg& client, EndpointPool& pool);
+  // Reads the attempt's answer head, hedging it when the route says so.
+  http::Task<void> await_response_head(ClientLeg& client);
+  // The race of a hedged request (exchange_race.cc): runs until an attempt answers or every
+  // attempt failed; that attempt is then the current one.
+  http::Task<void> race(ClientLeg& client);
+  http::Task<fallback::RaceAction> start_hedge(ClientLeg& client, filter::Leg leg);
+  // Waits until a parked leg is readable (its index) or `until` (SIZE_MAX).
+  http::Task<std::size_t> wait_for_parked(TimePoint until);
+  http::Task<fallback::RaceAction> settle_parked(std::size_t parked, bool timed_out);
+  bool hedge_allowed() const noexcept;
+  void park_current();
+  void unpark(std::size_t parked);
+  // Ends the current attempt as one that lost or failed in the race: policies told, outlier
+  // recorded, its connection closed and its pool slot released.
+  void conclude_current(const filter::AttemptOutcome& outcome);
+  void cancel_parked() noexcept;
+  TimePoint next_race_event() const noexcept;
   http::Task<void> wait_before_retry(std::chrono::nanoseconds delay);
   // Waits out the request's hold; false (504 request_timeout) when the hold outlasts the
   // route's deadline, which is then what it waited.
@@ -120,7 +155,9 @@ class Exchange {
   http::Task<bool> open_connection(EndpointPool& pool, bool allow_reuse);
   http::Task<void> send_request(ClientLeg& client);
   http::Task<void> send_body(ClientLeg& client);
-  http::Task<void> read_response_head();
+  // Reads the answer head under head_deadline_; returns true instead when `hedge_at` came first
+  // and nothing of the answer has arrived (the hedge is due).
+  http::Task<bool> read_response_head(TimePoint hedge_at = TimePoint::max());
   http::Task<void> relay_response(ClientLeg& client);
   http::Task<void> relay_body(ClientLeg& client);
   http::Task<bool> write_to_client(ClientLeg& client);
@@ -135,6 +172,7 @@ class Exchange {
   void record_outlier(const filter::AttemptOutcome& outcome);
   void keep_for_replay(std::string_view framed_body);
   void release_slot(EndpointPool& pool) noexcept;
+  void release_slot(EndpointPool& pool, const route::EndpointRuntime& endpoint) noexcept;
   void fail(int status, std::string_view reason);
   void fail_request_body(const boost::system::error_code& ec);
   void fail_response_head(const boost::system::error_code& ec, bool timed_out);
@@ -179,6 +217,14 @@ class Exchange {
   const route::EndpointRuntime* previous_endpoint_ = nullptr;
   bool sent_any_ = false;  // a request byte may have reached an upstream, in any attempt
   bool picked_ = false;    // an endpoint was chosen for this request already
+  bool connected_ = false;  // the current attempt has a connection
+  Binding head_deadline_;   // the current attempt's first-byte deadline
+  // Hedging: the race's decisions (filters/hedge), the attempts waiting beside the current one
+  // (kept with their capacity), the current attempt's leg, whether this round raced.
+  std::optional<fallback::HedgeRun> race_;
+  std::vector<ParkedLeg> parked_;
+  filter::Leg leg_ = 0;
+  bool raced_ = false;
   // The cluster being called (the route's, or a fallback) and the pool slot held.
   const route::ClusterRuntime* cluster_ = nullptr;
   filter::ClusterIndex cluster_index_ = 0;
