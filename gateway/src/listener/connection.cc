@@ -317,7 +317,7 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   info.has_body = has_body_;
   info.now = now();
   info.random = &worker_.random;
-  ctx_->wake_token = ctx_->wake->token();
+  ctx_->wake_token.wait = ctx_->wake->current_wait();
   info.wake = &ctx_->wake_token;
   info.deadline = start_ + route_->config->timeouts.request;
   info.priority = static_cast<int>(route_->config->priority);
@@ -329,7 +329,7 @@ http::Task<void> Connection::wait_for_filter() {
   // route's deadline (the filter's deadline is never later); the filter is then asked again.
   const TimePoint until = std::min(ctx_->reply.wait_until, ctx_->request_info.deadline);
   co_await ctx_->wake->wait_for(worker_.ioc.get_executor(), until - now());
-  ctx_->wake_token = ctx_->wake->token();
+  ctx_->wake_token.wait = ctx_->wake->current_wait();
   ctx_->request_info.now = now();
   ctx_->reply = ctx_->chain.resume(ctx_->request_info);
 }

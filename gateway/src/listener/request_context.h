@@ -26,6 +26,7 @@ struct RequestContext {
   RequestContext(const upstream::WorkerLeg& worker, std::shared_ptr<WakeHub> hub)
       : exchange(worker), wake(std::make_shared<RequestWake>(std::move(hub))) {
     out.reserve(4096);
+    wake_token.target = wake;
   }
 
   http::ReadBuffer in;  // its storage comes from the worker's BufferPool
@@ -41,7 +42,7 @@ struct RequestContext {
   filter::ChainRun chain;
   filter::RequestInfo request_info;  // what the request filters see; kept for resume()
   std::shared_ptr<RequestWake> wake;  // a filter's wait (listener/request_wake.h)
-  filter::WakeToken wake_token;       // the current wait's token, handed to the filters
+  filter::WakeToken wake_token;       // the current wait's token (its `wait` kept current)
   upstream::ExchangeRequest exchange_request;
   upstream::ExchangeResult exchange_result;
   upstream::Exchange exchange;

@@ -55,8 +55,8 @@ class RequestWake final : public filter::WakeTarget,
 
   void wake(uint64_t wait) noexcept override;
 
-  // The token of the wait a filter would start now.
-  filter::WakeToken token() { return {shared_from_this(), wait_}; }
+  // The number of the wait a filter would start now (its WakeToken's `wait`).
+  uint64_t current_wait() const noexcept { return wait_; }
 
   // Suspends until the current wait is woken or `delay` has passed, then moves on to the next
   // wait number (the current wait's tokens wake nothing from then on). True when woken.
