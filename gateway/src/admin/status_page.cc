@@ -267,6 +267,12 @@ void render_clusters(std::string& out, const json& clusters) {
       out += " <small>(" + text(lb) + ")</small>";
     }
     out += "</h3>";
+    if (field(c, "requests_active") != nullptr) {
+      // The cluster's limit and its queue (clusters[].queue).
+      out += "<p>in flight " + text(field(c, "requests_active")) + ", queued " +
+             text(field(c, "queued")) + ", estimated wait " +
+             text(field(c, "queue_estimated_wait_ms")) + " ms</p>";
+    }
     const json* endpoints = array_field(&c, "endpoints");
     if (endpoints == nullptr || endpoints->empty()) {
       out += "<p class=\"empty\">no endpoints reported</p>";

@@ -55,6 +55,9 @@ json sample_stats() {
 json sample_clusters() {
   return json::array({{{"name", "backend"},
                        {"lb", "round_robin"},
+                       {"requests_active", 64},
+                       {"queued", 7},
+                       {"queue_estimated_wait_ms", 120},
                        {"endpoints",
                         {{{"address", "127.0.0.1:9001"},
                           {"requests_active", 2},
@@ -91,6 +94,7 @@ TEST(StatusPage, ShowsListenersRoutesClustersAndEndpoints) {
             std::string::npos);
   // clusters and endpoints, with health and breaker states coloured
   EXPECT_NE(page.find("<h3>backend <small>(round_robin)</small></h3>"), std::string::npos);
+  EXPECT_NE(page.find("<p>in flight 64, queued 7, estimated wait 120 ms</p>"), std::string::npos);
   EXPECT_NE(page.find("127.0.0.1:9001"), std::string::npos);
   EXPECT_NE(page.find("<td class=\"good\">healthy</td><td class=\"good\">closed</td>"),
             std::string::npos);
