@@ -27,6 +27,7 @@
 // by name per request); its header lists them.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -105,6 +106,54 @@ struct WakeToken {
   }
 };
 
+// What request filters change in the request as it goes upstream: header lines to add (a
+// verified token's claims) and header names to remove (a token the upstream must not see).
+// Values a filter makes itself are copied into the edits' own bounded storage (keep()), which
+// lives as long as the request. One per request, cleared when it starts; no allocation.
+class UpstreamEdits {
+ public:
+  static constexpr std::size_t kMaxAdded = 8;
+  static constexpr std::size_t kMaxRemoved = 4;
+  static constexpr std::size_t kStorageBytes = 2048;
+
+  // False when full (a programming or config limit the filter reports).
+  bool add(std::string_view name, std::string_view value) noexcept {
+    if (added_count_ == kMaxAdded) return false;
+    added_[added_count_++] = {name, value};
+    return true;
+  }
+  bool remove(std::string_view name) noexcept {
+    if (removed_count_ == kMaxRemoved) return false;
+    removed_[removed_count_++] = name;
+    return true;
+  }
+  // A copy of `value` that lives as long as the request; nullopt when the storage is full.
+  std::optional<std::string_view> keep(std::string_view value) noexcept {
+    if (value.size() > storage_.size() - used_) return std::nullopt;
+    char* at = storage_.data() + used_;
+    std::copy(value.begin(), value.end(), at);
+    used_ += value.size();
+    return std::string_view(at, value.size());
+  }
+  void clear() noexcept {
+    added_count_ = 0;
+    removed_count_ = 0;
+    used_ = 0;
+  }
+  std::span<const HeaderLine> added() const noexcept { return {added_.data(), added_count_}; }
+  std::span<const std::string_view> removed() const noexcept {
+    return {removed_.data(), removed_count_};
+  }
+
+ private:
+  std::array<HeaderLine, kMaxAdded> added_{};
+  std::array<std::string_view, kMaxRemoved> removed_{};
+  std::array<char, kStorageBytes> storage_{};
+  std::size_t added_count_ = 0;
+  std::size_t removed_count_ = 0;
+  std::size_t used_ = 0;
+};
+
 // What request filters see of a request that passed hygiene and routing. Views into the
 // connection's buffers: valid for the call only.
 struct RequestInfo {
@@ -122,6 +171,8 @@ struct RequestInfo {
   // The route's deadline (start + timeouts.request): a wait ends by then at the latest.
   TimePoint deadline = TimePoint::max();
   int priority = 1;  // the route's: 0 low, 1 normal, 2 high (queue order, shedding)
+  UpstreamEdits* edits = nullptr;  // header changes for the upstream request; never null
+  bool secure = false;             // the client connection is TLS
 };
 
 // How a request ended, for on_complete.

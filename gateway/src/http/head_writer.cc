@@ -1,5 +1,7 @@
 #include "http/head_writer.h"
 
+#include <algorithm>
+
 #include <charconv>
 #include <cstring>
 
@@ -177,6 +179,10 @@ void append_request_head(std::string& out, const UpstreamRequestHead& head,
       ++xff_lines;
       continue;
     }
+    if (std::any_of(head.removed.begin(), head.removed.end(),
+                    [&](std::string_view name) { return is_named(f.name, name); })) {
+      continue;
+    }
     if (is_named(f.name, "host")) {
       if (!head.authority.empty() || f.value.empty()) continue;
       has_host = true;
@@ -192,8 +198,9 @@ void append_request_head(std::string& out, const UpstreamRequestHead& head,
     }
   }
   out.append(head.client_ip).append("\r\n");
-  append_line(out, "x-forwarded-proto", "http");
+  append_line(out, "x-forwarded-proto", head.forwarded_proto);
   append_line(out, "x-request-id", head.request_id);
+  for (const auto& line : head.added) append_line(out, line.name, line.value);
   if (!head.authority.empty()) {
     append_line(out, "Host", head.authority);
   } else if (!has_host) {

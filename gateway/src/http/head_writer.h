@@ -55,6 +55,11 @@ struct UpstreamRequestHead {
   std::string_view default_host;        // when the request has no Host (HTTP/1.0)
   std::string_view client_ip;           // appended to X-Forwarded-For
   std::string_view request_id;
+  std::string_view forwarded_proto = "http";  // X-Forwarded-Proto: "https" behind TLS
+  // From request filters (filter::UpstreamEdits): lines added after the client's, and names
+  // of the client's lines left out (case-insensitive).
+  std::span<const HeaderField> added;
+  std::span<const std::string_view> removed;
 };
 
 // The request head as it goes upstream, always HTTP/1.1 with keep-alive. The client's framing

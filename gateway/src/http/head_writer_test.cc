@@ -58,6 +58,30 @@ TEST(RequestHead, HopByHopOutForwardingIn) {
                  "x-request-id: new\r\n\r\n");
 }
 
+TEST(RequestHead, FiltersAddLinesAndRemoveTheClientsByName) {
+  const std::vector<HeaderField> fields{{"Host", "a.test"},
+                                        {"Authorization", "Bearer secret"},
+                                        {"X-User-Id", "forged"},
+                                        {"Accept", "*/*"}};
+  const std::vector<HeaderField> added{{"X-User-Id", "alice"}};
+  const std::vector<std::string_view> removed{"authorization", "x-user-id"};
+  UpstreamRequestHead head;
+  head.method = "GET";
+  head.path = "/";
+  head.fields = fields;
+  head.client_ip = "127.0.0.1";
+  head.request_id = "id";
+  head.forwarded_proto = "https";
+  head.added = added;
+  head.removed = removed;
+  std::string out;
+  std::vector<std::string_view> tokens;
+  append_request_head(out, head, tokens);
+  EXPECT_EQ(out, "GET / HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\n"
+                 "x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: https\r\n"
+                 "x-request-id: id\r\nX-User-Id: alice\r\n\r\n");
+}
+
 TEST(RequestHead, AuthorityReplacesHostAndHttp10GetsOne) {
   const std::vector<HeaderField> fields{{"Host", "ignored.test"}};
   UpstreamRequestHead head;

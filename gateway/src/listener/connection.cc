@@ -321,6 +321,8 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   info.wake = &ctx_->wake_token;
   info.deadline = start_ + route_->config->timeouts.request;
   info.priority = static_cast<int>(route_->config->priority);
+  ctx_->edits.clear();
+  info.edits = &ctx_->edits;
   return ctx_->chain.on_request(info);
 }
 
@@ -354,6 +356,8 @@ filter::LocalReply Connection::prepare_exchange() {
   x.head.authority = ctx_->target.authority;
   x.head.client_ip = client_ip_;
   x.head.request_id = ctx_->request_id;
+  x.head.added = ctx_->edits.added();
+  x.head.removed = ctx_->edits.removed();
   x.has_body = has_body_;
   x.chunked_body = chunked_body_;
   // HTTP/1.0 clients know no interim answers (RFC 9110 §10.1.1): their Expect is ignored.

@@ -41,6 +41,7 @@ struct RequestContext {
   filter::LocalReply reply;  // the answer being made (kept out of coroutine frames)
   filter::ChainRun chain;
   filter::RequestInfo request_info;  // what the request filters see; kept for resume()
+  filter::UpstreamEdits edits;       // request filters' header changes for the upstream
   std::shared_ptr<RequestWake> wake;  // a filter's wait (listener/request_wake.h)
   filter::WakeToken wake_token;       // the current wait's token (its `wait` kept current)
   upstream::ExchangeRequest exchange_request;
