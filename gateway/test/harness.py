@@ -655,6 +655,109 @@ http {
                 self.proc.wait(timeout=5)
 
 
+# ---- redis ---------------------------------------------------------------------------------------
+REDIS_SERVER = shutil.which("redis-server") or (
+    "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else "")
+
+
+class Redis:
+    """A redis-server of the test's own on a free loopback port (no persistence), killed by PID.
+    `command()` speaks RESP to it directly (for SCRIPT FLUSH, DEBUG SLEEP, reading keys)."""
+
+    def __init__(self, workdir, password=None):
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.password = password
+        self.proc = None
+        self.port = None
+
+    def start(self, port=None):
+        if not REDIS_SERVER:
+            raise unittest.SkipTest("redis-server is not installed")
+        for _ in range(5):
+            p = port or free_port()
+            args = [REDIS_SERVER, "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
+                    "--logfile", os.path.join(self.dir, "redis.log")]
+            if self.password:
+                args += ["--requirepass", self.password]
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            def up():
+                if self.proc.poll() is not None:
+                    return True
+                try:
+                    return self.command("PING") in ("PONG", "NOAUTH Authentication required.")
+                except OSError:
+                    return False
+            self.port = p
+            wait_until(up, 10)
+            if self.proc.poll() is None:
+                return self
+            if port:
+                break
+        raise AssertionError("redis-server did not start")
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def command(self, *args, timeout=5.0):
+        """Sends one command (AUTH first when the server has a password); returns the reply as
+        str / int / list / None, or the error text."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            f = s.makefile("rb")
+            cmds = ([("AUTH", self.password)] if self.password else []) + [args]
+            data = b""
+            for cmd in cmds:
+                data += b"*%d\r\n" % len(cmd)
+                for a in cmd:
+                    a = a if isinstance(a, bytes) else str(a).encode()
+                    data += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(data)
+            reply = None
+            for _ in cmds:
+                reply = _read_resp(f)
+            return reply
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=5)
+
+
+def _read_resp(f):
+    line = f.readline()
+    if not line:
+        raise OSError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2].decode()
+    if kind in (b"+", b"-"):
+        return rest
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_read_resp(f) for _ in range(n)]
+    raise OSError("not RESP: %r" % line)
+
+
 # The "error" field of a gateway-made answer: the status's reason phrase.
 _PHRASES = {
     400: ("Bad Request",), 404: ("Not Found",), 405: ("Method Not Allowed",),
@@ -689,6 +792,11 @@ class GatewayTest(unittest.TestCase):
         ng = Nginx(self.tmp)
         self.addCleanup(ng.stop)
         return ng.start()
+
+    def start_redis(self, password=None):
+        r = Redis(self.tmp, password)
+        self.addCleanup(r.stop)
+        return r.start()
 
     def start_gateway(self, config, subdir="gw", access_log=True):
         d = os.path.join(self.tmp, subdir)

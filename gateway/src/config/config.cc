@@ -453,11 +453,13 @@ Listener load_listener(Loader& l, const YAML::Node& n, const std::string& p) {
               l.duration(m, "request", q, out.timeouts.request);
             });
   l.section(n, "rate_limit", p, {"per_client"}, [&](const YAML::Node& m, const std::string& q) {
-    l.section(m, "per_client", q, {"rate", "burst", "dry_run"},
+    l.section(m, "per_client", q, {"rate", "burst", "dry_run", "scope"},
               [&](const YAML::Node& pc, const std::string& r) {
                 RateSpec spec;
                 load_rate_spec(l, pc, r, spec, true);
                 l.boolean(pc, "dry_run", r, out.per_client_dry_run);
+                l.choice(pc, "scope", r, out.per_client_scope,
+                         {{"local", RateLimitScope::local}, {"global", RateLimitScope::global}});
                 out.per_client_rate_limit = spec;
               });
   });
@@ -902,7 +904,9 @@ Config load(Loader& l, const YAML::Node& root) {
               l.size(m, "max_bytes", q, c.cache.max_bytes);
               l.integer(m, "max_entries", q, c.cache.max_entries, 1, 1'000'000'000);
             });
-  l.section(root, "redis", "", {"address", "timeout", "on_failure", "password"},
+  l.section(root, "redis", "",
+            {"address", "timeout", "on_failure", "username", "password", "connections",
+             "max_pending", "connect_timeout", "key_prefix", "circuit_breaker"},
             [&](const YAML::Node& m, const std::string& q) {
               RedisSpec r;
               if (!m["address"].IsDefined()) l.error(m, q, "missing required key 'address'");
@@ -912,7 +916,19 @@ Config load(Loader& l, const YAML::Node& root) {
                        {{"local", RedisFailureMode::local},
                         {"allow", RedisFailureMode::allow},
                         {"deny", RedisFailureMode::deny}});
+              l.string(m, "username", q, r.username);
               l.string(m, "password", q, r.password);
+              if (!r.username.empty() && r.password.empty()) {
+                l.error(m["username"], Loader::child(q, "username"), "needs a password");
+              }
+              l.integer(m, "connections", q, r.connections, 1, 16);
+              l.integer(m, "max_pending", q, r.max_pending, 16, 1'000'000);
+              l.duration(m, "connect_timeout", q, r.connect_timeout);
+              l.string(m, "key_prefix", q, r.key_prefix);
+              if (const YAML::Node cb = m["circuit_breaker"]; cb.IsDefined() && !cb.IsNull()) {
+                const std::string bq = Loader::child(q, "circuit_breaker");
+                if (l.expect_map(cb, bq)) r.circuit_breaker = load_breaker(l, cb, bq);
+              }
               c.redis = std::move(r);
             });
   l.section(root, "shutdown", "", {"drain_timeout"},
@@ -1005,6 +1021,28 @@ Config load(Loader& l, const YAML::Node& root) {
         l.error(rn["fallback"][j], Loader::index(Loader::child(p, "fallback"), j),
                 "no cluster named '" + r.fallback[j] + "'");
       }
+    }
+  }
+  // A global rate limit needs the store it is shared through.
+  if (!c.redis) {
+    for (std::size_t i = 0; i < c.routes.size(); ++i) {
+      const auto& rl = c.routes[i].rate_limit;
+      if (!rl || rl->scope != RateLimitScope::global) continue;
+      const YAML::Node rn = root["routes"][i]["rate_limit"];
+      l.error(rn["scope"], Loader::child(Loader::child(Loader::index("routes", i), "rate_limit"),
+                                         "scope"),
+              "scope: global needs a 'redis' section");
+    }
+    for (std::size_t i = 0; i < c.listeners.size(); ++i) {
+      if (!c.listeners[i].per_client_rate_limit ||
+          c.listeners[i].per_client_scope != RateLimitScope::global) {
+        continue;
+      }
+      const YAML::Node pn = root["listeners"][i]["rate_limit"]["per_client"];
+      l.error(pn["scope"],
+              Loader::child(Loader::child(Loader::index("listeners", i), "rate_limit.per_client"),
+                            "scope"),
+              "scope: global needs a 'redis' section");
     }
   }
   // An alert scoped to a route or a cluster must name one.

@@ -55,6 +55,8 @@ struct ListenerTimeouts {
 // The highest rate a limit may have (the limiters count in microseconds).
 inline constexpr double kMaxRatePerSecond = 1e6;
 
+enum class RateLimitScope { local, global };
+
 struct RateSpec {
   double per_second = 0;  // from "100/s"
   uint64_t burst = 0;     // 0: defaults to max(1, per_second)
@@ -106,6 +108,7 @@ struct Listener {
   ListenerTimeouts timeouts;
   std::optional<RateSpec> per_client_rate_limit;  // rate_limit.per_client
   bool per_client_dry_run = false;                // rate_limit.per_client.dry_run
+  RateLimitScope per_client_scope = RateLimitScope::local;  // rate_limit.per_client.scope
 };
 
 struct RouteMatch {
@@ -138,7 +141,6 @@ struct RetrySpec {
 };
 
 enum class RateLimitKey { client_ip, route, header };
-enum class RateLimitScope { local, global };
 
 struct RouteRateLimit {
   RateLimitKey key = RateLimitKey::client_ip;
@@ -275,9 +277,29 @@ enum class RedisFailureMode { local, allow, deny };
 
 struct RedisSpec {
   Address address;
-  Duration timeout = 5ms;
+  Duration timeout = 5ms;  // one global decision's wait; then on_failure decides
   RedisFailureMode on_failure = RedisFailureMode::local;
+  std::string username;  // an ACL user (AUTH username password); empty: the default user
   std::string password;  // secret: redacted by /config
+  uint32_t connections = 1;  // per worker, pipelined
+  uint32_t max_pending = 4096;  // decisions in flight per worker
+  Duration connect_timeout = 1s;
+  std::string key_prefix = "bulwark:rl:";
+  // Around Redis: open, global limits decide without it (on_failure) and Redis is left alone.
+  circuit::BreakerOptions circuit_breaker = default_redis_breaker();
+
+  static circuit::BreakerOptions default_redis_breaker() {
+    circuit::BreakerOptions o;
+    o.window_type = circuit::WindowType::count;
+    o.window_size = 20;
+    o.min_calls = 10;
+    o.failure_rate = 0.5;
+    o.consecutive_failures = 5;
+    o.open_duration = 1s;
+    o.half_open_probes = 1;
+    o.success_threshold = 1;
+    return o;
+  }
 };
 
 // The overload manager's levels (libbulwark's ResourceLevel, in the same order).

@@ -52,7 +52,7 @@ namespace bulwark::gateway::filter {
 // which the chain runs for it exactly once (filter/chain.h); reset() never destroys it.
 class FilterState {
  public:
-  static constexpr std::size_t kBytes = 96;
+  static constexpr std::size_t kBytes = 128;
 
   template <class T>
   T& state() noexcept {
@@ -154,6 +154,36 @@ class UpstreamEdits {
   std::size_t used_ = 0;
 };
 
+// A rate decision taken elsewhere — in Redis, shared by every gateway (redis/client.h) — asked
+// for by a filter on the worker that runs the request and answered later: the filter starts
+// it, waits (LocalReply::wait) and takes the answer when woken.
+struct RemoteRate {
+  int64_t interval_us = 0;  // the GCRA emission interval T (limit/gcra.h)
+  uint64_t burst = 1;
+};
+
+struct RemoteDecision {
+  bool allowed = false;
+  uint64_t remaining = 0;
+  Duration reset{0};
+  Duration retry_after{0};
+};
+
+class RemoteRateLimiter {
+ public:
+  enum class Status : uint8_t { pending, answered, failed };
+
+  virtual ~RemoteRateLimiter() = default;
+  // Starts a decision for `key` (the store's key); `wake` is called when it is answered or has
+  // failed. 0 when it cannot start (no connection up, too many decisions pending): the caller
+  // decides without it at once.
+  virtual uint64_t start(std::string_view key, const RemoteRate& rate, const WakeToken& wake) = 0;
+  // The outcome of `ticket`; answered and failed tickets are forgotten by this call.
+  virtual Status take(uint64_t ticket, RemoteDecision& out) = 0;
+  // The caller stopped waiting (timeout, the request is gone): a late answer is dropped.
+  virtual void forget(uint64_t ticket) noexcept = 0;
+};
+
 // What request filters see of a request that passed hygiene and routing. Views into the
 // connection's buffers: valid for the call only.
 struct RequestInfo {
@@ -173,6 +203,8 @@ struct RequestInfo {
   int priority = 1;  // the route's: 0 low, 1 normal, 2 high (queue order, shedding)
   UpstreamEdits* edits = nullptr;  // header changes for the upstream request; never null
   bool secure = false;             // the client connection is TLS
+  // The worker's connection to the shared store of global rate limits; null without `redis`.
+  RemoteRateLimiter* remote = nullptr;
 };
 
 // How a request ended, for on_complete.

@@ -45,6 +45,7 @@ inline constexpr std::string_view kConcurrencyLimit = "concurrency_limit";
 inline constexpr std::string_view kClusterConcurrencyLimit = "cluster_concurrency_limit";
 inline constexpr std::string_view kQueueTimeout = "queue_timeout";
 inline constexpr std::string_view kRateLimited = "rate_limited";
+inline constexpr std::string_view kLimiterUnavailable = "limiter_unavailable";
 inline constexpr std::string_view kBadClientKey = "bad_client_key";
 
 // Optional per-route filters.

@@ -323,6 +323,7 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   info.priority = static_cast<int>(route_->config->priority);
   ctx_->edits.clear();
   info.edits = &ctx_->edits;
+  info.remote = worker_.redis.configured() ? &worker_.redis : nullptr;
   return ctx_->chain.on_request(info);
 }
 

@@ -27,6 +27,7 @@ struct Worker::Impl : WorkerState {
     if (thread.joinable()) thread.join();
     acceptors.clear();
     upstreams.close_idle();
+    redis.shutdown();
     wake_hub->close();
     ioc_owner.reset();
   }
@@ -96,6 +97,7 @@ void Worker::start() {
 void Worker::install(std::shared_ptr<const route::Snapshot> snapshot) {
   net::post(impl_->ioc, [impl = impl_.get(), s = std::move(snapshot)]() mutable {
     impl->snapshot = std::move(s);
+    impl->redis.configure(impl->snapshot->redis);
   });
 }
 

@@ -13,6 +13,7 @@
 #include "bulwark/core/random.h"
 #include "http/connection_io.h"
 #include "listener/request_context.h"
+#include "redis/client.h"
 #include "route/runtime.h"
 #include "upstream/worker_upstreams.h"
 
@@ -35,7 +36,10 @@ struct WorkerState {
         wake_hub(std::make_shared<WakeHub>(ioc.get_executor())),
         contexts(upstream::WorkerLeg{ioc.get_executor(), clock, upstreams, buffers, draining,
                                      random},
-                 wake_hub) {}
+                 wake_hub),
+        redis(ioc.get_executor(), clock, shared.metrics.redis(), random) {
+    redis.configure(snapshot->redis);
+  }
 
   // Destroyed first (Worker::Impl's destructor): suspended connections are destroyed with it
   // and give back what they hold in the members below on the way out.
@@ -51,6 +55,8 @@ struct WorkerState {
   // Wakes requests that wait for a filter's decision; closed before the loop is destroyed.
   std::shared_ptr<WakeHub> wake_hub;
   RequestContextPool contexts;
+  // The worker's connections to Redis (global rate limits), configured from the snapshot.
+  redis::Client redis;
   std::list<Connection*> connections;
   std::atomic<uint32_t> open{0};
 };

@@ -107,6 +107,26 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
                "Pooled upstream connections to the endpoint, by state (idle or busy).",
                {"cluster", "endpoint", "state"});
 
+  global_decisions_ = &r.counter("bulwark_global_rate_limit_decisions_total",
+                                 "Global rate limit decisions made by Redis, by result.",
+                                 {"limit", "result"});
+  global_fallbacks_ =
+      &r.counter("bulwark_global_rate_limit_fallbacks_total",
+                 "Global rate limit decisions made without Redis (redis.on_failure), by mode.",
+                 {"limit", "mode"});
+  redis_.round_trip = &r.histogram("bulwark_redis_round_trip_seconds",
+                                   "Time from sending a global decision to Redis to its reply.")
+                           .with();
+  auto& redis_errors =
+      r.counter("bulwark_redis_errors_total", "Failed conversations with Redis, by kind.", {"kind"});
+  for (std::size_t i = 0; i < kRedisErrors.size(); ++i) {
+    redis_.errors[i] = &redis_errors.with({kRedisErrors[i]});
+  }
+  redis_.connections_up =
+      &r.gauge("bulwark_redis_connections_up", "Connections to Redis logged in and ready.").with();
+  redis_.script_loads = &r.counter("bulwark_redis_script_loads_total",
+                                   "GCRA script loads (SCRIPT LOAD, and EVAL after NOSCRIPT).")
+                             .with();
   auto& reloads = r.counter("bulwark_config_reloads_total",
                             "Configuration reload attempts, by result.", {"result"});
   reloads_success_ = &reloads.with({"success"});
@@ -173,6 +193,20 @@ ClusterMetrics& GatewayMetrics::cluster(const std::string& name) {
     m.requests = by_class(*cluster_requests_, {name});
     m.duration = &cluster_duration_->with({name});
     m.requests_active = &cluster_requests_active_->with({name});
+  }
+  return m;
+}
+
+GlobalLimitMetrics& GatewayMetrics::global_limit(const std::string& limit) {
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = global_limits_.try_emplace(limit);
+  GlobalLimitMetrics& m = it->second;
+  if (inserted) {
+    m.allowed = &global_decisions_->with({limit, "allowed"});
+    m.limited = &global_decisions_->with({limit, "limited"});
+    for (std::size_t i = 0; i < kGlobalFallbacks.size(); ++i) {
+      m.fallbacks[i] = &global_fallbacks_->with({limit, kGlobalFallbacks[i]});
+    }
   }
   return m;
 }

@@ -34,6 +34,17 @@
 //   bulwark_endpoint_connect_failures_total{cluster,endpoint}  counter
 //   bulwark_endpoint_connections_opened_total{cluster,endpoint} counter
 //   bulwark_endpoint_pool_connections{cluster,endpoint,state}  gauge    state: idle | busy
+//   bulwark_redis_round_trip_seconds                           histogram  one global decision
+//   bulwark_redis_errors_total{kind}                           counter  connect | auth | timeout
+//                                                                       | closed | reply |
+//                                                                       unavailable | overflow
+//   bulwark_redis_connections_up                               gauge    across workers
+//   bulwark_redis_script_loads_total                           counter  SCRIPT LOAD and EVAL
+//                                                                       after NOSCRIPT
+//   bulwark_global_rate_limit_decisions_total{limit,result}    counter  decided by Redis:
+//                                                                       allowed | limited
+//   bulwark_global_rate_limit_fallbacks_total{limit,mode}      counter  decided without it:
+//                                                                       local | allow | deny
 //   bulwark_config_reloads_total{result}                       counter  result: success|failure
 //   bulwark_config_generation                                  gauge
 //   bulwark_config_last_reload_success                         gauge    1 or 0
@@ -118,6 +129,30 @@ struct ClusterMetrics {
   Gauge* requests_active = nullptr;
 };
 
+// Why a conversation with Redis failed (redis/client.h).
+enum class RedisError : uint8_t { connect, auth, timeout, closed, reply, unavailable, overflow };
+inline constexpr std::array<std::string_view, 7> kRedisErrors{
+    "connect", "auth", "timeout", "closed", "reply", "unavailable", "overflow"};
+
+struct RedisMetrics {
+  Histogram* round_trip = nullptr;
+  std::array<Counter*, kRedisErrors.size()> errors{};
+  Gauge* connections_up = nullptr;
+  Counter* script_loads = nullptr;
+  void error(RedisError kind) noexcept {
+    if (Counter* c = errors[static_cast<std::size_t>(kind)]) c->inc();
+  }
+};
+
+// How a global rate limit decided without Redis (redis.on_failure).
+inline constexpr std::array<std::string_view, 3> kGlobalFallbacks{"local", "allow", "deny"};
+
+struct GlobalLimitMetrics {
+  Counter* allowed = nullptr;
+  Counter* limited = nullptr;
+  std::array<Counter*, kGlobalFallbacks.size()> fallbacks{};
+};
+
 struct EndpointMetrics {
   std::array<Counter*, 5> requests{};
   Histogram* duration = nullptr;
@@ -136,6 +171,8 @@ class GatewayMetrics {
   RouteMetrics& route(const std::string& name);
   ClusterMetrics& cluster(const std::string& name);
   EndpointMetrics& endpoint(const std::string& cluster, const std::string& endpoint);
+  RedisMetrics& redis() noexcept { return redis_; }
+  GlobalLimitMetrics& global_limit(const std::string& limit);
 
   // Counts a reload attempt. On success `generation` (the generation now in service) is
   // published and bulwark_config_last_reload_success is set to 1; on failure it is set to 0 and
@@ -188,6 +225,9 @@ class GatewayMetrics {
   FamilyPtr<Counter> endpoint_connect_failures_;
   FamilyPtr<Counter> endpoint_connections_opened_;
   FamilyPtr<Gauge> endpoint_pool_connections_;
+  FamilyPtr<Counter> global_decisions_;
+  FamilyPtr<Counter> global_fallbacks_;
+  RedisMetrics redis_;
   Counter* reloads_success_;
   Counter* reloads_failure_;
   Gauge* generation_;
@@ -206,6 +246,7 @@ class GatewayMetrics {
   std::map<std::string, RouteMetrics, std::less<>> routes_;
   std::map<std::string, ClusterMetrics, std::less<>> clusters_;
   std::map<std::pair<std::string, std::string>, EndpointMetrics> endpoints_;
+  std::map<std::string, GlobalLimitMetrics, std::less<>> global_limits_;
 };
 
 }  // namespace bulwark::gateway::observe

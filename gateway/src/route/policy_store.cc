@@ -115,6 +115,18 @@ std::shared_ptr<RateLimiterState> PolicyStore::limiter(const std::string& name,
   return fresh;
 }
 
+std::shared_ptr<circuit::CircuitBreaker> PolicyStore::redis_breaker(
+    const circuit::BreakerOptions& options) {
+  std::lock_guard lock(mu_);
+  if (auto existing = redis_breaker_.lock(); existing && same_breaker(existing->options(), options)) {
+    return existing;
+  }
+  auto fresh =
+      std::make_shared<circuit::CircuitBreaker>("redis", options, const_cast<Clock&>(clock_));
+  redis_breaker_ = fresh;
+  return fresh;
+}
+
 void PolicyStore::collect(bulwark::observe::MetricsSink& sink) {
   std::vector<std::shared_ptr<ClusterState>> clusters;
   std::vector<std::pair<std::string, std::shared_ptr<retry::RetryBudget>>> budgets;
@@ -132,6 +144,7 @@ void PolicyStore::collect(bulwark::observe::MetricsSink& sink) {
       if (auto l = weak.lock()) limiters.push_back(std::move(l));
     }
   }
+  if (auto breaker = redis_breaker_.lock()) bulwark::observe::report(*breaker, sink);
   const TimePoint now = clock_.now();
   for (const auto& c : clusters) {
     if (c->breaker) bulwark::observe::report(*c->breaker, sink);

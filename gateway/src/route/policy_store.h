@@ -17,6 +17,7 @@
 //   bulwark_rate_limit_keys{limit}                gauge  keys with a state in the limiter
 //   bulwark_rate_limit_decisions_total{limit,result}   counter  result: allowed | limited
 //   bulwark_rate_limit_evictions_total{limit,kind}     counter  kind: idle | forced
+//   bulwark_breaker_*{breaker="redis"}            the breaker around Redis (global limits)
 //
 // Thread-safety: the getters take a mutex (snapshot build only); the objects they return are
 // thread-safe.
@@ -74,6 +75,9 @@ class PolicyStore {
   std::shared_ptr<retry::RetryBudget> budget(const std::string& cluster,
                                              const config::RetryBudgetSpec& spec);
   std::shared_ptr<RateLimiterState> limiter(const std::string& name, const config::RateSpec& spec);
+  // The circuit breaker around Redis (global rate limits), named "redis": the one in use while
+  // its options stay the same.
+  std::shared_ptr<circuit::CircuitBreaker> redis_breaker(const circuit::BreakerOptions& options);
 
   // The clock the policies are given (only `now` arguments are used on the data path).
   Clock& clock() const noexcept { return const_cast<Clock&>(clock_); }
@@ -88,6 +92,7 @@ class PolicyStore {
   std::map<std::string, std::weak_ptr<ClusterState>, std::less<>> clusters_;
   std::map<std::string, std::weak_ptr<retry::RetryBudget>, std::less<>> budgets_;
   std::map<std::string, std::weak_ptr<RateLimiterState>, std::less<>> limiters_;
+  std::weak_ptr<circuit::CircuitBreaker> redis_breaker_;
 };
 
 // Whether two breaker configurations are the same (a reload keeps the breaker's state).

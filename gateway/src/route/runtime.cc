@@ -43,7 +43,8 @@ void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
 // priority, block patterns, the cluster's concurrency limit, the route's rate limit and fault
 // injection; then retry and the cluster's breaker (the breaker last: it is the only call
 // policy that refuses an attempt).
-std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
+std::unique_ptr<filter::FilterChain> route_chain(const config::Config& config,
+                                                 const config::Route& route,
                                                  const RouteRuntime& runtime,
                                                  observe::RouteMetrics& metrics, Shared& shared) {
   const ClusterRuntime& cluster = *runtime.cluster;
@@ -51,7 +52,8 @@ std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
   chain->add(filters::bind_overload(route, shared.overload));
   add_if(*chain, filters::bind_block_patterns(route, metrics));
   chain->add(filters::bind_cluster_limit(cluster.bulkhead, *cluster.metrics));
-  add_if(*chain, filters::bind_route_rate_limit(route, shared.policies));
+  add_if(*chain,
+         filters::bind_route_rate_limit(route, config.redis, shared.policies, shared.metrics));
   add_if(*chain, filters::bind_fault(route, metrics));
   if (route.retry) {
     add_if(*chain,
@@ -85,8 +87,21 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     lr.filters = std::make_unique<filter::FilterChain>();
     lr.filters->add(
         filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests, *lr.metrics));
-    add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, shared.policies));
+    add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, config->redis, shared.policies,
+                                                        shared.metrics));
     snap->listeners.push_back(std::move(lr));
+  }
+  if (config->redis) {
+    redis::ClientOptions options;
+    options.endpoint = resolve(config->redis->address);
+    options.username = config->redis->username;
+    options.password = config->redis->password;
+    options.connections = config->redis->connections;
+    options.max_pending = config->redis->max_pending;
+    options.connect_timeout = config->redis->connect_timeout;
+    // A reply this late means a stuck server, not a slow one: the connection is dropped.
+    options.stall_timeout = std::max<Duration>(std::chrono::seconds(1), config->redis->timeout * 100);
+    snap->redis = options;
   }
   snap->clusters.reserve(config->clusters.size());
   for (const auto& c : config->clusters) {
@@ -116,7 +131,7 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
         if (c.config->name == name) rr.fallbacks.push_back(&c);
       }
     }
-    rr.filters = route_chain(r, rr, *rr.metrics, shared);
+    rr.filters = route_chain(*config, r, rr, *rr.metrics, shared);
     if (r.hedge && rr.cluster != nullptr) {
       const config::RetryBudgetSpec budget = r.retry ? r.retry->budget : config::RetryBudgetSpec{};
       rr.hedge = filters::bind_hedge(r, shared.policies.budget(rr.cluster->config->name, budget),

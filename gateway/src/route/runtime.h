@@ -25,6 +25,7 @@
 #include "filters/overload/overload.h"
 #include "observe/access_log.h"
 #include "observe/gateway_metrics.h"
+#include "redis/client_options.h"
 #include "route/policy_store.h"
 #include "route/router.h"
 
@@ -101,6 +102,8 @@ struct Snapshot {
   std::vector<ClusterRuntime> clusters;
   std::size_t endpoint_count = 0;
   Router router;
+  // What the workers' Redis clients connect with (global rate limits); none without `redis`.
+  std::optional<redis::ClientOptions> redis;
 
   Snapshot(std::shared_ptr<const config::Config> c, Router r)
       : config(std::move(c)), router(std::move(r)) {}
