@@ -165,6 +165,11 @@ class RedisFailureTest(GatewayTest):
         self.assertGreater(gw.metric_value("bulwark_redis_script_loads_total"), loads)
         self.assertEqual(gw.metric_value("bulwark_global_rate_limit_decisions_total"), 5)
         self.assertEqual(gw.metric_value("bulwark_global_rate_limit_fallbacks_total"), 0)
+        _, stats = gw.admin_json("/stats")
+        self.assertEqual(stats["redis"]["address"], redis.address)
+        self.assertEqual(stats["redis"]["connections_up"], 1)
+        self.assertEqual(stats["redis"]["breaker"], "closed")
+        self.assertGreater(stats["redis"]["round_trip_p99_ms"], 0)
 
 
 class RedisAuthTest(GatewayTest):

@@ -255,6 +255,32 @@ void render_reloads(std::string& out, const json& stats) {
   out += "</tr></table>";
 }
 
+// Global rate limits' store (redis), when the config has one.
+void render_redis(std::string& out, const json& stats) {
+  const json* redis = field(stats, "redis");
+  if (redis == nullptr || !redis->is_object()) return;
+  out +=
+      "<h2>Redis (global rate limits)</h2><table><tr><th>address</th><th>connections up</th>"
+      "<th>breaker</th><th>round trip p99</th><th>errors</th></tr><tr>";
+  cell(out, text(field(redis, "address")), "text");
+  cell(out, text(field(redis, "connections_up")));
+  const json* breaker = field(redis, "breaker");
+  cell(out, text(breaker), state_class(breaker));
+  const json* p99 = field(redis, "round_trip_p99_ms");
+  cell(out, p99 != nullptr && p99->is_number() ? text(p99) + " ms" : std::string("-"));
+  std::string errors;
+  double total = 0;
+  if (const json* e = field(redis, "errors"); e != nullptr && e->is_object()) {
+    for (const auto& [kind, count] : e->items()) {
+      if (!count.is_number() || count.get<double>() == 0) continue;
+      total += count.get<double>();
+      errors += (errors.empty() ? "" : ", ") + escaped(kind) + " " + text(&count);
+    }
+  }
+  cell(out, errors.empty() ? std::string("none") : errors, total > 0 ? "warn" : nullptr);
+  out += "</tr></table>";
+}
+
 void render_clusters(std::string& out, const json& clusters) {
   out += "<h2>Clusters</h2>";
   if (!clusters.is_array() || clusters.empty()) {
@@ -319,6 +345,7 @@ std::string render_status_page(const nlohmann::json& stats, const nlohmann::json
   render_listeners(out, stats);
   render_routes(out, stats);
   render_clusters(out, clusters);
+  render_redis(out, stats);
   render_alerts(out, stats);
   render_reloads(out, stats);
   out +=

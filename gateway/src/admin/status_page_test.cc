@@ -104,6 +104,23 @@ TEST(StatusPage, ShowsListenersRoutesClustersAndEndpoints) {
   EXPECT_NE(page.find("bad.yaml:1:1: x: broken"), std::string::npos);
 }
 
+TEST(StatusPage, TheRedisOfGlobalLimitsIsShownWhenConfigured) {
+  EXPECT_EQ(render_status_page(sample_stats(), sample_clusters()).find("Redis"), std::string::npos);
+  json stats = sample_stats();
+  stats["redis"] = {{"address", "127.0.0.1:6379"},
+                    {"connections_up", 2},
+                    {"breaker", "open"},
+                    {"round_trip_p99_ms", 0.25},
+                    {"errors", {{"connect", 0}, {"timeout", 3}}}};
+  const std::string page = render_status_page(stats, sample_clusters());
+  expect_well_formed(page);
+  EXPECT_NE(page.find("<h2>Redis (global rate limits)</h2>"), std::string::npos);
+  EXPECT_NE(page.find("<td class=\"text\">127.0.0.1:6379</td><td>2</td><td class=\"bad\">open"
+                      "</td><td>0.25 ms</td><td class=\"warn\">timeout 3</td>"),
+            std::string::npos)
+      << page;
+}
+
 TEST(StatusPage, DrainingIsShown) {
   json stats = sample_stats();
   stats["draining"] = true;

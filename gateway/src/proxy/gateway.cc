@@ -94,6 +94,7 @@ struct Gateway::Impl {
   }
 
   json stats();
+  json redis_stats(const config::RedisSpec& spec);
   json clusters();
   admin::ReloadOutcome reload();
   void write_ready_file(const std::vector<uint16_t>& ports, uint16_t admin_port);
@@ -318,7 +319,30 @@ json Gateway::Impl::stats() {
   doc["access_log"] = {{"written", shared.access_log ? shared.access_log->written() : 0},
                        {"dropped", shared.access_log ? shared.access_log->dropped() : 0}};
   doc["alerts"] = alerting->to_json(clock.now())["rules"];
+  if (snap->config->redis) doc["redis"] = redis_stats(*snap->config->redis);
   return doc;
+}
+
+json Gateway::Impl::redis_stats(const config::RedisSpec& spec) {
+  const observe::RedisMetrics& m = shared.metrics.redis();
+  json errors = json::object();
+  for (std::size_t i = 0; i < observe::kRedisErrors.size(); ++i) {
+    errors[std::string(observe::kRedisErrors[i])] = m.errors[i] ? m.errors[i]->value() : 0.0;
+  }
+  json out{{"address", spec.address.text()},
+           {"connections_up", m.connections_up ? m.connections_up->value() : 0.0},
+           {"errors", errors},
+           {"script_loads", m.script_loads ? m.script_loads->value() : 0.0}};
+  const auto breaker = shared.policies.current_redis_breaker();
+  out["breaker"] = breaker ? circuit::to_string(breaker->state()) : "none";
+  if (m.round_trip != nullptr) {
+    const auto h = m.round_trip->snapshot();
+    if (h.count() > 0) {
+      out["round_trip_p50_ms"] = h.percentile(0.50) * 1e3;
+      out["round_trip_p99_ms"] = h.percentile(0.99) * 1e3;
+    }
+  }
+  return out;
 }
 
 namespace {

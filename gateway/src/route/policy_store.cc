@@ -127,6 +127,11 @@ std::shared_ptr<circuit::CircuitBreaker> PolicyStore::redis_breaker(
   return fresh;
 }
 
+std::shared_ptr<circuit::CircuitBreaker> PolicyStore::current_redis_breaker() {
+  std::lock_guard lock(mu_);
+  return redis_breaker_.lock();
+}
+
 void PolicyStore::collect(bulwark::observe::MetricsSink& sink) {
   std::vector<std::shared_ptr<ClusterState>> clusters;
   std::vector<std::pair<std::string, std::shared_ptr<retry::RetryBudget>>> budgets;

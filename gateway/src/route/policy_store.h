@@ -78,6 +78,8 @@ class PolicyStore {
   // The circuit breaker around Redis (global rate limits), named "redis": the one in use while
   // its options stay the same.
   std::shared_ptr<circuit::CircuitBreaker> redis_breaker(const circuit::BreakerOptions& options);
+  // The breaker around Redis in use, if any (admin views).
+  std::shared_ptr<circuit::CircuitBreaker> current_redis_breaker();
 
   // The clock the policies are given (only `now` arguments are used on the data path).
   Clock& clock() const noexcept { return const_cast<Clock&>(clock_); }
