@@ -247,12 +247,31 @@ check_targets() {
 
 # start_bulwark [NAME]: sets bulwark_port, bulwark_pid (binary: $bin; config template:
 # $bulwark_config, default configs/bulwark.yaml.in)
+# start_redis: a redis-server of the run's own (no persistence) on a free port, for configs
+# that mention @REDIS_PORT@ (global rate limits); sets redis_port. Started once per run.
+start_redis() {
+  [ -n "${redis_port:-}" ] && return 0
+  need_tools redis-server
+  redis_port=$(free_ports 1)
+  mkdir -p "$tmp/redis"
+  bp_spawn redis redis-server "$tmp/redis/stderr.log" --port "$redis_port" --bind 127.0.0.1 \
+    --save "" --appendonly no --dir "$tmp/redis"
+  for _ in $(seq 1 "$bp_wait_tries"); do
+    "$python" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+      "$redis_port" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "redis-server did not start"
+}
+
 start_bulwark() {
   local dir=$tmp/${1:-bulwark}
   mkdir -p "$dir"
   rm -f "$dir/ready.json"
-  render "${bulwark_config:-$bp_here/configs/bulwark.yaml.in}" "$dir/bulwark.yaml" \
-    UPSTREAM_PORT="$upstream_port"
+  local template=${bulwark_config:-$bp_here/configs/bulwark.yaml.in}
+  if grep -q '@REDIS_PORT@' "$template"; then start_redis; fi
+  render "$template" "$dir/bulwark.yaml" \
+    UPSTREAM_PORT="$upstream_port" REDIS_PORT="${redis_port:-0}"
   "$bin" --check-config --config "$dir/bulwark.yaml" >/dev/null || die "bulwark: invalid config"
   bp_spawn bulwark "$bin" "$dir/stderr.log" --config "$dir/bulwark.yaml" \
     --ready-file "$dir/ready.json"
