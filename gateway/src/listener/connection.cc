@@ -48,15 +48,15 @@ std::size_t find_head_end(std::string_view data) noexcept {
 
 Connection::Connection(WorkerState& worker, http::Socket socket, std::size_t listener)
     : worker_(worker),
-      socket_(std::move(socket)),
+      stream_(std::move(socket)),
       listener_(listener),
       accepted_(worker.clock.now()),
       timer_(worker.ioc.get_executor()) {
   error_code ec;
-  const auto remote = socket_.remote_endpoint(ec);
+  const auto remote = stream_.socket().remote_endpoint(ec);
   if (!ec) client_ = remote.address().to_string() + ":" + std::to_string(remote.port());
   client_ip_ = std::string_view(client_).substr(0, client_.rfind(':'));
-  socket_.set_option(net::ip::tcp::no_delay(true), ec);
+  stream_.socket().set_option(net::ip::tcp::no_delay(true), ec);
   registration_ = worker_.connections.insert(worker_.connections.end(), this);
   worker_.open.fetch_add(1, std::memory_order_relaxed);
   connections_at_accept_ =
@@ -83,7 +83,7 @@ Connection::~Connection() {
 void Connection::cancel_if_idle() noexcept {
   if (!idle_) return;
   error_code ignored;
-  socket_.cancel(ignored);
+  stream_.socket().cancel(ignored);
 }
 
 http::Task<void> Connection::serve(std::unique_ptr<Connection> self) {
@@ -100,12 +100,13 @@ http::Task<void> Connection::serve(std::unique_ptr<Connection> self) {
     // Silence until the deadline, the client leaving or a drain: close without an answer.
     if (!c.ctx_ || c.ctx_->in.empty()) {
       if (c.worker_.draining) co_return;
-      if (!c.begin_idle_wait()) {
+      // (TLS may already hold the next request's bytes, which the socket no longer signals.)
+      if (!c.begin_idle_wait() && !c.stream_.has_buffered_input()) {
         auto [wait_error] =
-            co_await c.socket_.async_wait(net::socket_base::wait_read, http::kTuple);
+            co_await c.stream_.socket().async_wait(net::socket_base::wait_read, http::kTuple);
         if (wait_error) co_return;
       }
-      auto [read_error, n] = co_await c.socket_.async_read_some(c.read_room(), http::kTuple);
+      auto [read_error, n] = co_await c.stream_.async_read_some(c.read_room(), http::kTuple);
       c.idle_ = false;
       if (read_error) co_return;
       c.ctx_->in.commit(n);
@@ -157,7 +158,7 @@ void Connection::begin_request() {
 bool Connection::begin_idle_wait() {
   const config::Listener& config = *listener_runtime_->config;
   // A brand-new connection that sends nothing is a slowloris too: it gets header_read.
-  timer_.guard(socket_, first_request_ ? accepted_ + config.timeouts.header_read
+  timer_.guard(stream_.socket(), first_request_ ? accepted_ + config.timeouts.header_read
                                        : now() + config.timeouts.idle);
   idle_ = true;
   if (!release_while_idle(worker_.open.load(std::memory_order_relaxed))) {
@@ -184,7 +185,7 @@ http::Task<Connection::HeadResult> Connection::read_head() {
   // connection).
   const TimePoint deadline = (first_request_ ? accepted_ : now()) + config.timeouts.header_read;
   first_request_ = false;
-  timer_.guard(socket_, deadline);
+  timer_.guard(stream_.socket(), deadline);
   for (;;) {
     // Empty lines before a request line are ignored (RFC 9112 §2.2).
     while (ctx_->in.data().starts_with("\r\n") || ctx_->in.data().starts_with("\n")) {
@@ -212,7 +213,7 @@ http::Task<Connection::HeadResult> Connection::read_head() {
       co_return HeadResult::refused;
     }
     auto room = ctx_->in.prepare(worker_.buffers, in_capacity_, kMinReadRoom);
-    auto [ec, n] = co_await socket_.async_read_some(room, http::kTuple);
+    auto [ec, n] = co_await stream_.async_read_some(room, http::kTuple);
     if (timer_.fired()) {
       ctx_->reply = filter::refuse(408, reason::kHeaderTimeout, true);
       co_await answer();
@@ -373,7 +374,7 @@ filter::LocalReply Connection::prepare_exchange() {
 }
 
 http::Task<bool> Connection::proxy() {
-  upstream::ClientLeg client{socket_, ctx_->in, in_capacity_, *ctx_->parser, ctx_->out, timer_};
+  upstream::ClientLeg client{stream_, ctx_->in, in_capacity_, *ctx_->parser, ctx_->out, timer_};
   upstream::ExchangeResult& result = ctx_->exchange_result;
   co_await ctx_->exchange.run(client, ctx_->exchange_request, result);
   if (result.reply) {
@@ -402,8 +403,8 @@ http::Task<bool> Connection::answer() {
   ctx_->out.clear();
   http::write_local_reply(ctx_->out, reply, ctx_->request_id, keep_alive, head_request_);
   listener_runtime_->metrics->response(reply.status, reply.reason).inc();
-  timer_.guard(socket_, now() + listener_runtime_->config->timeouts.idle);
-  auto [ec, n] = co_await net::async_write(socket_, net::buffer(ctx_->out), http::kTuple);
+  timer_.guard(stream_.socket(), now() + listener_runtime_->config->timeouts.idle);
+  auto [ec, n] = co_await net::async_write(stream_, net::buffer(ctx_->out), http::kTuple);
   record(reply.status, reply.reason);
   if (ec || !keep_alive) {
     shutdown(net::socket_base::shutdown_send);
@@ -463,7 +464,7 @@ void Connection::record(int status, std::string_view reason) {
 
 void Connection::shutdown(net::socket_base::shutdown_type how) noexcept {
   error_code ignored;
-  socket_.shutdown(how, ignored);
+  stream_.socket().shutdown(how, ignored);
 }
 
 }  // namespace bulwark::gateway::listener

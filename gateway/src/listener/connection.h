@@ -28,6 +28,7 @@
 #include "http/connection_io.h"
 #include "http/hygiene.h"
 #include "http/message_parser.h"
+#include "http/stream.h"
 #include "listener/request_context.h"
 #include "listener/worker_state.h"
 #include "upstream/exchange.h"
@@ -84,7 +85,7 @@ class Connection {
   TimePoint now() const noexcept { return worker_.clock.now(); }
 
   WorkerState& worker_;
-  http::Socket socket_;
+  http::Stream stream_;  // the client's connection: TCP, or TLS over it
   std::size_t listener_;
   std::list<Connection*>::iterator registration_;
   std::string client_;          // "ip:port"

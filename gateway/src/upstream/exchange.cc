@@ -314,8 +314,8 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
   const route::EndpointRuntime& endpoint = *result_->endpoint;
   socket_.emplace(worker_.executor);
   const Binding deadline = connect_deadline(now(), cluster.connect_timeout, route_deadline_);
-  client_->timer.guard(*socket_, deadline.at);
-  auto [ec] = co_await socket_->async_connect(endpoint.endpoint, http::kTuple);
+  client_->timer.guard(socket_->socket(), deadline.at);
+  auto [ec] = co_await socket_->socket().async_connect(endpoint.endpoint, http::kTuple);
   if (ec) {
     if (endpoint.metrics->connect_failures) endpoint.metrics->connect_failures->inc();
     if (client_->timer.fired()) {
@@ -328,7 +328,7 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
   }
   if (endpoint.metrics->connections_opened) endpoint.metrics->connections_opened->inc();
   error_code ignored;
-  socket_->set_option(net::ip::tcp::no_delay(true), ignored);
+  socket_->socket().set_option(net::ip::tcp::no_delay(true), ignored);
   connected_ = true;
   co_return true;
 }
@@ -348,7 +348,7 @@ http::Task<void> Exchange::send_request(ClientLeg& client) {
     if (!pump_request_body(client)) co_return;
     keep_for_replay(std::string_view(client.out).substr(head_bytes));
   }
-  client_->timer.guard(*socket_, route_deadline_);
+  client_->timer.guard(socket_->socket(), route_deadline_);
   request_sent_ = true;
   auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
   if (ec) {
@@ -368,9 +368,9 @@ http::Task<void> Exchange::send_request(ClientLeg& client) {
   if (!body_pending) co_return;
   if (request_->expect_continue && !continue_sent_) {
     continue_sent_ = true;
-    client_->timer.guard(client.socket, now() + request_->listener->timeouts.idle);
+    client_->timer.guard(client.stream.socket(), now() + request_->listener->timeouts.idle);
     auto [cec, cn] =
-        co_await net::async_write(client.socket, net::buffer(http::kContinue), http::kTuple);
+        co_await net::async_write(client.stream, net::buffer(http::kContinue), http::kTuple);
     if (cec) {
       stage_ = Stage::client_gone;
       result_->client_gone = true;
@@ -388,9 +388,9 @@ http::Task<void> Exchange::send_body(ClientLeg& client) {
     client.out.clear();
     if (!pump_request_body(client)) co_return;
     if (client.out.empty()) {
-      client_->timer.guard(client.socket, deadline.at);
+      client_->timer.guard(client.stream.socket(), deadline.at);
       auto room = client.buffer.prepare(worker_.buffers, client.buffer_capacity, 4096);
-      auto [ec, n] = co_await client.socket.async_read_some(room, http::kTuple);
+      auto [ec, n] = co_await client.stream.async_read_some(room, http::kTuple);
       if (ec && client_->timer.fired()) {
         request_body_failed_ = true;
         upstream_reusable_ = false;
@@ -406,7 +406,7 @@ http::Task<void> Exchange::send_body(ClientLeg& client) {
       continue;
     }
     keep_for_replay(client.out);
-    client_->timer.guard(*socket_, route_deadline_);
+    client_->timer.guard(socket_->socket(), route_deadline_);
     auto [ec, n] = co_await net::async_write(*socket_, net::buffer(client.out), http::kTuple);
     if (ec) {
       if (client_->timer.fired()) {
@@ -485,7 +485,7 @@ http::Task<void> Exchange::await_response_head(ClientLeg& client) {
 http::Task<bool> Exchange::read_response_head(TimePoint hedge_at) {
   const config::Route& route = *request_->route->config;
   const Binding deadline = head_deadline_;
-  client_->timer.guard(*socket_, std::min(deadline.at, hedge_at));
+  client_->timer.guard(socket_->socket(), std::min(deadline.at, hedge_at));
   for (;;) {
     parser_.emplace(fields_, kMaxUpstreamFields);
     parser_->header_limit(kUpstreamHeaderLimit);
@@ -510,7 +510,7 @@ http::Task<bool> Exchange::read_response_head(TimePoint hedge_at) {
         // The hedge delay ran out before the first-byte deadline: a hedge is due unless the
         // answer is already on its way, which is then waited for.
         if (!received_any_) co_return true;
-        client_->timer.guard(*socket_, deadline.at);
+        client_->timer.guard(socket_->socket(), deadline.at);
         continue;
       }
       if (ec) {
@@ -602,7 +602,7 @@ http::Task<void> Exchange::relay_body(ClientLeg& client) {
       break;
     }
     const Binding deadline = stream_read_deadline(t, route.timeouts.stream_idle, stream_deadline);
-    client_->timer.guard(*socket_, deadline.at);
+    client_->timer.guard(socket_->socket(), deadline.at);
     auto room = in_.prepare(worker_.buffers, kUpstreamBufferBytes, kMinReadRoom);
     auto [ec, n] = co_await socket_->async_read_some(room, http::kTuple);
     if (!ec) {
@@ -660,8 +660,8 @@ bool Exchange::pump_response_body(std::string& out) {
 }
 
 http::Task<bool> Exchange::write_to_client(ClientLeg& client) {
-  client_->timer.guard(client.socket, now() + request_->route->config->timeouts.stream_idle);
-  auto [ec, n] = co_await net::async_write(client.socket, net::buffer(client.out), http::kTuple);
+  client_->timer.guard(client.stream.socket(), now() + request_->route->config->timeouts.stream_idle);
+  auto [ec, n] = co_await net::async_write(client.stream, net::buffer(client.out), http::kTuple);
   client.out.clear();
   if (ec) {
     // A client that stops reading is cut at stream_idle like a silent upstream.
@@ -720,7 +720,7 @@ void Exchange::finish(EndpointPool& pool) {
 void Exchange::close_upstream() noexcept {
   if (!socket_) return;
   error_code ignored;
-  socket_->close(ignored);
+  socket_->socket().close(ignored);
   socket_.reset();
 }
 

@@ -45,6 +45,7 @@
 #include "http/connection_io.h"
 #include "http/head_writer.h"
 #include "http/message_parser.h"
+#include "http/stream.h"
 #include "route/runtime.h"
 #include "upstream/exchange_rules.h"
 #include "upstream/worker_upstreams.h"
@@ -53,7 +54,7 @@ namespace bulwark::gateway::upstream {
 
 // What the exchange uses of the client connection (owned by listener/connection.h).
 struct ClientLeg {
-  http::Socket& socket;
+  http::Stream& stream;  // TCP, or TLS over it
   http::ReadBuffer& buffer;
   std::size_t buffer_capacity;
   http::RequestParser& parser;  // the head is parsed; the body is read through it
@@ -120,7 +121,7 @@ class Exchange {
   // An attempt of a hedged request that waits for its answer's head while another attempt is
   // the current one (exchange_race.cc).
   struct ParkedLeg {
-    std::optional<http::Socket> socket;
+    std::optional<http::Stream> socket;
     const route::EndpointRuntime* endpoint = nullptr;
     EndpointPool* pool = nullptr;
     TimePoint started;
@@ -191,7 +192,7 @@ class Exchange {
   TimePoint route_deadline_;
   http::UpstreamRequestHead head_;  // the request's head with this attempt's endpoint
   // The upstream side, reused from request to request.
-  std::optional<http::Socket> socket_;
+  std::optional<http::Stream> socket_;  // the upstream connection: TCP, or TLS over it
   bool reused_ = false;
   bool received_any_ = false;
   bool request_sent_ = false;  // a request byte may have reached the upstream

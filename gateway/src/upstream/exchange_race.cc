@@ -152,13 +152,13 @@ http::Task<RaceAction> Exchange::settle_parked(std::size_t parked, bool timed_ou
 
 http::Task<std::size_t> Exchange::wait_for_parked(TimePoint until) {
   // The connection's timer guards nothing while the legs wait on a timer of their own.
-  client_->timer.guard(client_->socket, TimePoint::max());
+  client_->timer.guard(client_->stream.socket(), TimePoint::max());
   auto ready = std::make_shared<ReadyLeg>();
   RaceTimer timer(worker_.executor);
   timer.expires_after(until - now());
   ready->timer = &timer;
   for (std::size_t i = 0; i < parked_.size(); ++i) {
-    parked_[i].socket->async_wait(net::socket_base::wait_read, [ready, i](const error_code& ec) {
+    parked_[i].socket->socket().async_wait(net::socket_base::wait_read, [ready, i](const error_code& ec) {
       if (ec || ready->timer == nullptr || ready->parked != kNoLeg) return;
       ready->parked = i;
       ready->timer->cancel();
@@ -169,7 +169,7 @@ http::Task<std::size_t> Exchange::wait_for_parked(TimePoint until) {
   ready->timer = nullptr;
   for (ParkedLeg& leg : parked_) {
     error_code ignored;
-    leg.socket->cancel(ignored);
+    leg.socket->socket().cancel(ignored);
   }
   co_return ready->parked;
 }
@@ -186,7 +186,7 @@ void Exchange::park_current() {
   leg.reused = reused_;
   pool_ = nullptr;
   // The connection's timer may still point at the member socket: it guards the client now.
-  client_->timer.guard(client_->socket, TimePoint::max());
+  client_->timer.guard(client_->stream.socket(), TimePoint::max());
 }
 
 void Exchange::unpark(std::size_t parked) {
@@ -231,7 +231,7 @@ void Exchange::cancel_parked() noexcept {
     outcome.random = &worker_.random;
     request_->chain->after_attempt(outcome);
     error_code ignored;
-    leg.socket->close(ignored);
+    leg.socket->socket().close(ignored);
     release_slot(*leg.pool, *leg.endpoint);
   }
   parked_.clear();

@@ -26,6 +26,7 @@
 #include <unordered_map>
 
 #include "bulwark/core/clock.h"
+#include "http/stream.h"
 #include "observe/gateway_metrics.h"
 
 namespace bulwark::gateway::upstream {
@@ -36,6 +37,8 @@ using SteadyTime = bulwark::TimePoint;
 // on the data path).
 using Executor = boost::asio::io_context::executor_type;
 using Socket = boost::asio::basic_stream_socket<tcp, Executor>;
+// A pooled connection: TCP, or TLS over it (http/stream.h).
+using Stream = http::Stream;
 
 class EndpointPool {
  public:
@@ -63,7 +66,7 @@ class EndpointPool {
   }
 
   // An idle connection that is still open, or nothing. Expired and closed ones are dropped.
-  std::optional<Socket> take_idle(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
+  std::optional<Stream> take_idle(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
     sweep(now, idle_timeout);
     while (!idle_.empty()) {
       Idle entry = std::move(idle_.back());
@@ -77,7 +80,7 @@ class EndpointPool {
         return std::move(entry.socket);
       }
       boost::system::error_code ignored;
-      entry.socket.close(ignored);
+      entry.socket.socket().close(ignored);
     }
     return std::nullopt;
   }
@@ -85,13 +88,13 @@ class EndpointPool {
   // `verify`: the connection is peeked when taken however recently it was used. For answers
   // without a body (HEAD, 204, 304), where an upstream that wrongly sends one anyway leaves
   // bytes that would be read as the next request's answer.
-  void put_idle(Socket socket, SteadyTime now, uint32_t max_idle,
+  void put_idle(Stream socket, SteadyTime now, uint32_t max_idle,
                 std::chrono::nanoseconds idle_timeout = std::chrono::nanoseconds::max(),
                 bool verify = false) {
     sweep(now, idle_timeout);
     if (idle_.size() >= max_idle) {
       boost::system::error_code ignored;
-      socket.close(ignored);
+      socket.socket().close(ignored);
       return;
     }
     idle_.push_back({std::move(socket), now, verify});
@@ -101,7 +104,7 @@ class EndpointPool {
   void close_idle() {
     for (auto& e : idle_) {
       boost::system::error_code ignored;
-      e.socket.close(ignored);
+      e.socket.socket().close(ignored);
       if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
     }
     idle_.clear();
@@ -114,7 +117,7 @@ class EndpointPool {
 
  private:
   struct Idle {
-    Socket socket;
+    Stream socket;
     SteadyTime since;
     bool verify = false;
   };
@@ -125,7 +128,7 @@ class EndpointPool {
   void sweep(SteadyTime now, std::chrono::nanoseconds idle_timeout) {
     while (!idle_.empty() && now - idle_.front().since > idle_timeout) {
       boost::system::error_code ignored;
-      idle_.front().socket.close(ignored);
+      idle_.front().socket.socket().close(ignored);
       idle_.pop_front();
       if (metrics_ && metrics_->pool_idle) metrics_->pool_idle->dec();
     }
@@ -133,9 +136,9 @@ class EndpointPool {
 
   // An idle HTTP connection must have nothing to read: data or EOF means the upstream closed
   // it (or sent something unsolicited), so it cannot carry another request.
-  static bool still_open(Socket& s) noexcept {
+  static bool still_open(Stream& s) noexcept {
     char byte;
-    const ssize_t n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t n = ::recv(s.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   }
 

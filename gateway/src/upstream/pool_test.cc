@@ -44,12 +44,12 @@ TEST(EndpointPool, GivesBackTheMostRecentlyUsedOpenConnection) {
   const auto b_port = b.client.local_endpoint().port();
   EndpointPool pool;
   const TimePoint t0{};
-  pool.put_idle(std::move(a.client), t0, 4);
-  pool.put_idle(std::move(b.client), t0 + 1s, 4);
+  pool.put_idle(Stream(std::move(a.client)), t0, 4);
+  pool.put_idle(Stream(std::move(b.client)), t0 + 1s, 4);
   EXPECT_EQ(pool.idle(), 2u);
   auto got = pool.take_idle(t0 + 2s, 60s);
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->local_endpoint().port(), b_port);
+  EXPECT_EQ(got->socket().local_endpoint().port(), b_port);
   EXPECT_EQ(pool.idle(), 1u);
 }
 
@@ -71,13 +71,13 @@ TEST(EndpointPool, DropsConnectionsTheUpstreamClosedOrThatSentData) {
   ASSERT_TRUE(wait_readable(chatty.client));
   const auto quiet_port = quiet.client.local_endpoint().port();
   EndpointPool pool;
-  pool.put_idle(std::move(quiet.client), TimePoint{}, 4);
-  pool.put_idle(std::move(closed.client), TimePoint{}, 4);
-  pool.put_idle(std::move(chatty.client), TimePoint{}, 4);
+  pool.put_idle(Stream(std::move(quiet.client)), TimePoint{}, 4);
+  pool.put_idle(Stream(std::move(closed.client)), TimePoint{}, 4);
+  pool.put_idle(Stream(std::move(chatty.client)), TimePoint{}, 4);
   // Idle for longer than kTrustedIdle, so each one is checked: chatty and closed are skipped.
   auto got = pool.take_idle(TimePoint{} + 2s, 60s);
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->local_endpoint().port(), quiet_port);
+  EXPECT_EQ(got->socket().local_endpoint().port(), quiet_port);
   EXPECT_EQ(pool.idle(), 0u);
 }
 
@@ -92,12 +92,12 @@ TEST(EndpointPool, AConnectionPutBackWithVerifyIsCheckedEvenWhenRecent) {
   ASSERT_TRUE(wait_readable(verified.client));
   const auto trusted_port = trusted.client.local_endpoint().port();
   EndpointPool pool;
-  pool.put_idle(std::move(trusted.client), TimePoint{}, 4);
-  pool.put_idle(std::move(verified.client), TimePoint{}, 4, 60s, /*verify=*/true);
+  pool.put_idle(Stream(std::move(trusted.client)), TimePoint{}, 4);
+  pool.put_idle(Stream(std::move(verified.client)), TimePoint{}, 4, 60s, /*verify=*/true);
   // Taken at once: the verified one is peeked and dropped, the other is taken on trust.
   auto got = pool.take_idle(TimePoint{} + 1ms, 60s);
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->local_endpoint().port(), trusted_port);
+  EXPECT_EQ(got->socket().local_endpoint().port(), trusted_port);
   EXPECT_EQ(pool.idle(), 0u);
 }
 
@@ -107,9 +107,9 @@ TEST(EndpointPool, ExpiresIdleConnectionsAndBoundsTheirNumber) {
   auto b = connect_pair(ioc);
   auto c = connect_pair(ioc);
   EndpointPool pool;
-  pool.put_idle(std::move(a.client), TimePoint{}, 2);
-  pool.put_idle(std::move(b.client), TimePoint{}, 2);
-  pool.put_idle(std::move(c.client), TimePoint{}, 2);  // over max_idle: closed at once
+  pool.put_idle(Stream(std::move(a.client)), TimePoint{}, 2);
+  pool.put_idle(Stream(std::move(b.client)), TimePoint{}, 2);
+  pool.put_idle(Stream(std::move(c.client)), TimePoint{}, 2);  // over max_idle: closed at once
   EXPECT_EQ(pool.idle(), 2u);
   EXPECT_FALSE(pool.take_idle(TimePoint{} + 61s, 60s).has_value());
   EXPECT_EQ(pool.idle(), 0u);
@@ -121,11 +121,11 @@ TEST(EndpointPool, UsingThePoolClosesExpiredConnectionsFromTheOldEnd) {
   auto old2 = connect_pair(ioc);
   auto fresh = connect_pair(ioc);
   EndpointPool pool;
-  pool.put_idle(std::move(old1.client), TimePoint{}, 8, 10s);
-  pool.put_idle(std::move(old2.client), TimePoint{} + 1s, 8, 10s);
+  pool.put_idle(Stream(std::move(old1.client)), TimePoint{}, 8, 10s);
+  pool.put_idle(Stream(std::move(old2.client)), TimePoint{} + 1s, 8, 10s);
   // Returning a connection at t=20s closes the two that expired, though LIFO reuse would never
   // reach them.
-  pool.put_idle(std::move(fresh.client), TimePoint{} + 20s, 8, 10s);
+  pool.put_idle(Stream(std::move(fresh.client)), TimePoint{} + 20s, 8, 10s);
   EXPECT_EQ(pool.idle(), 1u);
   ASSERT_TRUE(wait_readable(old1.server));  // the gateway side closed: the peer sees EOF
   char byte;
@@ -148,7 +148,7 @@ TEST(EndpointPool, KeepsTheGaugesInStep) {
     ASSERT_TRUE(pool.reserve(1));
     EXPECT_EQ(busy.value(), 1);
     pool.release();
-    pool.put_idle(std::move(a.client), TimePoint{}, 4);
+    pool.put_idle(Stream(std::move(a.client)), TimePoint{}, 4);
     EXPECT_EQ(idle.value(), 1);
     EXPECT_EQ(busy.value(), 0);
   }
