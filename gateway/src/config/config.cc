@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "bulwark/retry/classifier.h"
+#include "config/pem.h"
 #include "config/units.h"
 
 namespace bulwark::gateway::config {
@@ -428,9 +429,109 @@ void load_rate_spec(Loader& l, const YAML::Node& m, const std::string& path, Rat
   l.integer(m, "burst", path, out.burst, 1, 1'000'000'000);
 }
 
+void load_tls_version(Loader& l, const YAML::Node& m, const std::string& q, TlsVersion& out) {
+  l.choice(m, "min_version", q, out, {{"1.2", TlsVersion::v1_2}, {"1.3", TlsVersion::v1_3}});
+}
+
+// A PEM file named by `key` of `m` must be readable and hold what `check` expects; the error
+// names the file and what is wrong with it.
+void check_pem_file(Loader& l, const YAML::Node& m, std::string_view key, const std::string& q,
+                    const std::string& file, PemKind kind) {
+  if (file.empty()) return;
+  if (std::string problem = pem_problem(file, kind); !problem.empty()) {
+    l.error(m[std::string(key)], Loader::child(q, key), problem);
+  }
+}
+
+ListenerTls load_listener_tls(Loader& l, const YAML::Node& m, const std::string& q) {
+  ListenerTls tls;
+  CertificateSpec first;
+  l.string(m, "cert", q, first.cert);
+  l.string(m, "key", q, first.key);
+  if (!first.cert.empty() || !first.key.empty()) {
+    if (first.cert.empty() || first.key.empty()) {
+      l.error(m, q, "'cert' and 'key' go together");
+    } else {
+      check_pem_file(l, m, "cert", q, first.cert, PemKind::certificate);
+      check_pem_file(l, m, "key", q, first.key, PemKind::private_key);
+      if (std::string mismatch = key_mismatch(first.cert, first.key); !mismatch.empty()) {
+        l.error(m["key"], Loader::child(q, "key"), mismatch);
+      }
+      tls.certificates.push_back(first);
+    }
+  }
+  if (const YAML::Node list = m["certificates"]; list.IsDefined() && !list.IsNull()) {
+    const std::string lp = Loader::child(q, "certificates");
+    if (l.expect_sequence(list, lp)) {
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        const std::string ip = Loader::index(lp, i);
+        if (!l.expect_map(list[i], ip)) continue;
+        l.check_keys(list[i], ip, {"cert", "key"});
+        CertificateSpec c;
+        l.string(list[i], "cert", ip, c.cert);
+        l.string(list[i], "key", ip, c.key);
+        if (c.cert.empty() || c.key.empty()) {
+          l.error(list[i], ip, "needs 'cert' and 'key'");
+          continue;
+        }
+        check_pem_file(l, list[i], "cert", ip, c.cert, PemKind::certificate);
+        check_pem_file(l, list[i], "key", ip, c.key, PemKind::private_key);
+        if (std::string mismatch = key_mismatch(c.cert, c.key); !mismatch.empty()) {
+          l.error(list[i]["key"], Loader::child(ip, "key"), mismatch);
+        }
+        tls.certificates.push_back(std::move(c));
+      }
+    }
+  }
+  if (tls.certificates.empty()) l.error(m, q, "needs a certificate: 'cert' and 'key'");
+  load_tls_version(l, m, q, tls.min_version);
+  l.string(m, "ciphers", q, tls.ciphers);
+  if (m["alpn"].IsDefined()) {
+    tls.alpn = l.strings(m, "alpn", q);
+    for (std::size_t i = 0; i < tls.alpn.size(); ++i) {
+      if (tls.alpn[i] != "http/1.1") {
+        l.error(m["alpn"][i], Loader::index(Loader::child(q, "alpn"), i),
+                "only http/1.1 is spoken (the gateway is an HTTP/1.1 proxy)");
+      }
+    }
+  }
+  l.string(m, "client_ca", q, tls.client_ca);
+  check_pem_file(l, m, "client_ca", q, tls.client_ca, PemKind::certificate);
+  l.boolean(m, "require_client_cert", q, tls.require_client_cert);
+  if (tls.require_client_cert && tls.client_ca.empty()) {
+    l.error(m["require_client_cert"], Loader::child(q, "require_client_cert"),
+            "needs 'client_ca' (the CAs client certificates are checked against)");
+  }
+  l.string(m, "client_subject_header", q, tls.client_subject_header);
+  l.duration(m, "handshake_timeout", q, tls.handshake_timeout);
+  return tls;
+}
+
+ClusterTls load_cluster_tls(Loader& l, const YAML::Node& m, const std::string& q) {
+  ClusterTls tls;
+  l.string(m, "sni", q, tls.sni);
+  l.boolean(m, "verify", q, tls.verify);
+  l.string(m, "ca_file", q, tls.ca_file);
+  check_pem_file(l, m, "ca_file", q, tls.ca_file, PemKind::certificate);
+  l.string(m, "client_cert", q, tls.client_cert);
+  l.string(m, "client_key", q, tls.client_key);
+  if (tls.client_cert.empty() != tls.client_key.empty()) {
+    l.error(m, q, "'client_cert' and 'client_key' go together");
+  } else if (!tls.client_cert.empty()) {
+    check_pem_file(l, m, "client_cert", q, tls.client_cert, PemKind::certificate);
+    check_pem_file(l, m, "client_key", q, tls.client_key, PemKind::private_key);
+  }
+  load_tls_version(l, m, q, tls.min_version);
+  return tls;
+}
+
 Listener load_listener(Loader& l, const YAML::Node& n, const std::string& p) {
   Listener out;
-  l.check_keys(n, p, {"name", "listen", "limits", "timeouts", "rate_limit"});
+  l.check_keys(n, p, {"name", "listen", "limits", "timeouts", "rate_limit", "tls"});
+  l.section(n, "tls", p,
+            {"cert", "key", "certificates", "min_version", "ciphers", "alpn", "client_ca",
+             "require_client_cert", "client_subject_header", "handshake_timeout"},
+            [&](const YAML::Node& m, const std::string& q) { out.tls = load_listener_tls(l, m, q); });
   l.string(n, "name", p, out.name);
   if (!n["listen"].IsDefined()) l.error(n, p, "missing required key 'listen'");
   l.address(n, "listen", p, out.listen, true);
@@ -767,7 +868,10 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
   Cluster out;
   l.check_keys(n, p,
                {"name", "endpoints", "lb", "connect_timeout", "pool", "max_concurrent_requests",
-                "queue", "circuit_breaker", "outlier_detection", "health_check", "critical"});
+                "queue", "circuit_breaker", "outlier_detection", "health_check", "critical",
+                "tls"});
+  l.section(n, "tls", p, {"sni", "verify", "ca_file", "client_cert", "client_key", "min_version"},
+            [&](const YAML::Node& m, const std::string& q) { out.tls = load_cluster_tls(l, m, q); });
   l.string(n, "name", p, out.name);
   l.boolean(n, "critical", p, out.critical);
   const YAML::Node eps = n["endpoints"];

@@ -101,6 +101,39 @@ struct FailureSet {
   bool counts_status(int s) const noexcept { return s >= 400 && status.contains(s); }
 };
 
+// TLS versions a side accepts at least.
+enum class TlsVersion : uint8_t { v1_2, v1_3 };
+
+struct CertificateSpec {
+  std::string cert;  // PEM file: the certificate, then its chain
+  std::string key;   // PEM file: the private key
+};
+
+// listeners[].tls: TLS termination. The first certificate is the default; the others are chosen
+// by the client's SNI among the names they are valid for.
+struct ListenerTls {
+  std::vector<CertificateSpec> certificates;  // `cert`/`key`, then `certificates`
+  TlsVersion min_version = TlsVersion::v1_2;
+  std::string ciphers;  // OpenSSL cipher list for TLS 1.2 (empty: OpenSSL's default)
+  std::vector<std::string> alpn = {"http/1.1"};
+  std::string client_ca;  // PEM file: CAs whose client certificates are accepted
+  bool require_client_cert = false;
+  // The verified client certificate's subject goes upstream in this header (a client's own
+  // header of that name is removed).
+  std::string client_subject_header = "X-Client-Cert-Subject";
+  Duration handshake_timeout = 10s;
+};
+
+// clusters[].tls: TLS to the cluster's endpoints.
+struct ClusterTls {
+  std::string sni;      // server name sent and verified (default: the endpoint's host)
+  bool verify = true;   // the endpoint's certificate chain and name
+  std::string ca_file;  // PEM file (default: the system's trust store)
+  std::string client_cert;
+  std::string client_key;
+  TlsVersion min_version = TlsVersion::v1_2;
+};
+
 struct Listener {
   std::string name;
   Address listen;
@@ -109,6 +142,7 @@ struct Listener {
   std::optional<RateSpec> per_client_rate_limit;  // rate_limit.per_client
   bool per_client_dry_run = false;                // rate_limit.per_client.dry_run
   RateLimitScope per_client_scope = RateLimitScope::local;  // rate_limit.per_client.scope
+  std::optional<ListenerTls> tls;
 };
 
 struct RouteMatch {
@@ -259,6 +293,7 @@ struct Cluster {
   PoolSpec pool;
   uint32_t max_concurrent_requests = 1000;
   std::optional<QueueSpec> queue;  // none: a full cluster refuses at once
+  std::optional<ClusterTls> tls;
   std::optional<circuit::BreakerOptions> circuit_breaker;
   FailureSet breaker_failures;  // circuit_breaker.failure_on
   std::optional<OutlierDetection> outlier_detection;

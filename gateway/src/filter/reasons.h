@@ -66,6 +66,7 @@ inline constexpr std::string_view kRequestTimeout = "request_timeout";
 inline constexpr std::string_view kFirstByteTimeout = "first_byte_timeout";
 inline constexpr std::string_view kUpstreamReset = "upstream_reset";
 inline constexpr std::string_view kBadResponse = "bad_response";
+inline constexpr std::string_view kUpstreamTls = "upstream_tls";
 
 // Stream guards (a cut stream; a 502 when nothing of the answer was sent yet).
 inline constexpr std::string_view kStreamIdleTimeout = "stream_idle_timeout";

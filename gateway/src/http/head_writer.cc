@@ -180,7 +180,7 @@ void append_request_head(std::string& out, const UpstreamRequestHead& head,
       continue;
     }
     if (std::any_of(head.removed.begin(), head.removed.end(),
-                    [&](std::string_view name) { return is_named(f.name, name); })) {
+                    [&](std::string_view name) { return iequals(f.name, name); })) {
       continue;
     }
     if (is_named(f.name, "host")) {

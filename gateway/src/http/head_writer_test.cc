@@ -64,7 +64,7 @@ TEST(RequestHead, FiltersAddLinesAndRemoveTheClientsByName) {
                                         {"X-User-Id", "forged"},
                                         {"Accept", "*/*"}};
   const std::vector<HeaderField> added{{"X-User-Id", "alice"}};
-  const std::vector<std::string_view> removed{"authorization", "x-user-id"};
+  const std::vector<std::string_view> removed{"Authorization", "x-user-id"};
   UpstreamRequestHead head;
   head.method = "GET";
   head.path = "/";

@@ -46,9 +46,19 @@ std::size_t find_head_end(std::string_view data) noexcept {
 
 }  // namespace
 
+namespace {
+
+http::Stream client_stream(http::Socket socket, const std::shared_ptr<http::ServerTls>& tls) {
+  if (tls) return http::Stream(std::move(socket), tls->context());
+  return http::Stream(std::move(socket));
+}
+
+}  // namespace
+
 Connection::Connection(WorkerState& worker, http::Socket socket, std::size_t listener)
     : worker_(worker),
-      stream_(std::move(socket)),
+      tls_(worker.snapshot->listeners[listener].tls),
+      stream_(client_stream(std::move(socket), tls_)),
       listener_(listener),
       accepted_(worker.clock.now()),
       timer_(worker.ioc.get_executor()) {
@@ -88,6 +98,7 @@ void Connection::cancel_if_idle() noexcept {
 
 http::Task<void> Connection::serve(std::unique_ptr<Connection> self) {
   Connection& c = *self;
+  if (c.stream_.secure() && !co_await c.handshake()) co_return;
   c.begin_request();
   if (c.connections_at_accept_ > c.listener_runtime_->config->limits.max_connections) {
     // Refused before a byte is read: logged without method and path.
@@ -123,6 +134,20 @@ http::Task<void> Connection::serve(std::unique_ptr<Connection> self) {
     }
     if (!co_await c.proxy()) co_return;
   }
+}
+
+http::Task<bool> Connection::handshake() {
+  timer_.guard(stream_.socket(), accepted_ + tls_->spec().handshake_timeout);
+  auto [ec] = co_await stream_.async_handshake(http::ssl::stream_base::server, http::kTuple);
+  observe::ListenerMetrics& metrics = *worker_.snapshot->listeners[listener_].metrics;
+  const std::size_t result = http::handshake_result(ec, timer_.fired());
+  if (observe::Counter* c = metrics.tls_handshakes[result]) c->inc();
+  if (ec) co_return false;  // closed without a word: there is no channel to answer on
+  observe::Counter* version =
+      SSL_version(stream_.ssl_handle()) == TLS1_3_VERSION ? metrics.tls13 : metrics.tls12;
+  if (version != nullptr) version->inc();
+  client_subject_ = http::verified_client_subject(stream_.ssl_handle());
+  co_return true;
 }
 
 void Connection::take_context() {
@@ -324,6 +349,13 @@ filter::LocalReply Connection::route_request(const http::Framing& framing) {
   info.priority = static_cast<int>(route_->config->priority);
   ctx_->edits.clear();
   info.edits = &ctx_->edits;
+  info.secure = stream_.secure();
+  if (tls_ && !tls_->spec().client_ca.empty()) {
+    // Only the gateway says who the client certificate names: a client's own header goes.
+    const std::string_view header = tls_->spec().client_subject_header;
+    ctx_->edits.remove(header);
+    if (!client_subject_.empty()) ctx_->edits.add(header, client_subject_);
+  }
   info.remote = worker_.redis.configured() ? &worker_.redis : nullptr;
   return ctx_->chain.on_request(info);
 }
@@ -358,6 +390,7 @@ filter::LocalReply Connection::prepare_exchange() {
   x.head.authority = ctx_->target.authority;
   x.head.client_ip = client_ip_;
   x.head.request_id = ctx_->request_id;
+  x.head.forwarded_proto = stream_.secure() ? "https" : "http";
   x.head.added = ctx_->edits.added();
   x.head.removed = ctx_->edits.removed();
   x.has_body = has_body_;

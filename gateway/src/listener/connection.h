@@ -29,6 +29,7 @@
 #include "http/hygiene.h"
 #include "http/message_parser.h"
 #include "http/stream.h"
+#include "http/tls_context.h"
 #include "listener/request_context.h"
 #include "listener/worker_state.h"
 #include "upstream/exchange.h"
@@ -57,6 +58,8 @@ class Connection {
  private:
   enum class HeadResult : uint8_t { ready, refused, gone };
 
+  // TLS: the server handshake within tls.handshake_timeout of the accept, counted by result.
+  http::Task<bool> handshake();
   // The idle wait's decisions (serve() awaits in its own frame): arms the idle deadline and
   // says whether the connection keeps its state while it waits (else: wait for readability).
   bool begin_idle_wait();
@@ -85,7 +88,10 @@ class Connection {
   TimePoint now() const noexcept { return worker_.clock.now(); }
 
   WorkerState& worker_;
+  // listeners[].tls as the connection was accepted (kept for its life: the stream uses it).
+  std::shared_ptr<http::ServerTls> tls_;
   http::Stream stream_;  // the client's connection: TCP, or TLS over it
+  std::string client_subject_;  // a verified client certificate's subject (RFC 2253)
   std::size_t listener_;
   std::list<Connection*>::iterator registration_;
   std::string client_;          // "ip:port"

@@ -34,8 +34,8 @@ struct WorkerState {
         snapshot(std::move(snap)),
         random(seed),
         wake_hub(std::make_shared<WakeHub>(ioc.get_executor())),
-        contexts(upstream::WorkerLeg{ioc.get_executor(), clock, upstreams, buffers, draining,
-                                     random},
+        contexts(upstream::WorkerLeg{ioc.get_executor(), shared.upstream_log, clock, upstreams,
+                                     buffers, draining, random},
                  wake_hub),
         redis(ioc.get_executor(), clock, shared.metrics.redis(), random) {
     redis.configure(snapshot->redis);

@@ -107,6 +107,16 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
                "Pooled upstream connections to the endpoint, by state (idle or busy).",
                {"cluster", "endpoint", "state"});
 
+  listener_tls_handshakes_ =
+      &r.counter("bulwark_listener_tls_handshakes_total",
+                 "Client TLS handshakes on the listener, by result.", {"listener", "result"});
+  listener_tls_connections_ =
+      &r.counter("bulwark_listener_tls_connections_total",
+                 "Client TLS connections established, by protocol version.",
+                 {"listener", "version"});
+  cluster_tls_handshakes_ =
+      &r.counter("bulwark_cluster_tls_handshakes_total",
+                 "TLS handshakes with the cluster's endpoints, by result.", {"cluster", "result"});
   global_decisions_ = &r.counter("bulwark_global_rate_limit_decisions_total",
                                  "Global rate limit decisions made by Redis, by result.",
                                  {"limit", "result"});
@@ -153,6 +163,11 @@ ListenerMetrics& GatewayMetrics::listener(const std::string& name) {
     m.connections_total = &listener_connections_total_->with({name});
     m.requests_active = &listener_requests_active_->with({name});
     m.responses_family = gateway_responses_;
+    for (std::size_t i = 0; i < kTlsHandshakeResults.size(); ++i) {
+      m.tls_handshakes[i] = &listener_tls_handshakes_->with({name, kTlsHandshakeResults[i]});
+    }
+    m.tls12 = &listener_tls_connections_->with({name, "TLSv1.2"});
+    m.tls13 = &listener_tls_connections_->with({name, "TLSv1.3"});
   }
   return m;
 }
@@ -193,6 +208,9 @@ ClusterMetrics& GatewayMetrics::cluster(const std::string& name) {
     m.requests = by_class(*cluster_requests_, {name});
     m.duration = &cluster_duration_->with({name});
     m.requests_active = &cluster_requests_active_->with({name});
+    for (std::size_t i = 0; i < kUpstreamTlsResults.size(); ++i) {
+      m.tls_handshakes[i] = &cluster_tls_handshakes_->with({name, kUpstreamTlsResults[i]});
+    }
   }
   return m;
 }

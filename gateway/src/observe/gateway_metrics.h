@@ -34,6 +34,13 @@
 //   bulwark_endpoint_connect_failures_total{cluster,endpoint}  counter
 //   bulwark_endpoint_connections_opened_total{cluster,endpoint} counter
 //   bulwark_endpoint_pool_connections{cluster,endpoint,state}  gauge    state: idle | busy
+//   bulwark_listener_tls_handshakes_total{listener,result}     counter  ok | timeout |
+//                                                                       protocol_version |
+//                                                                       no_shared_cipher |
+//                                                                       client_certificate | other
+//   bulwark_listener_tls_connections_total{listener,version}   counter  TLSv1.2 | TLSv1.3
+//   bulwark_cluster_tls_handshakes_total{cluster,result}       counter  ok | resumed |
+//                                                                       verify_failed | failed
 //   bulwark_redis_round_trip_seconds                           histogram  one global decision
 //   bulwark_redis_errors_total{kind}                           counter  connect | auth | timeout
 //                                                                       | closed | reply |
@@ -83,6 +90,13 @@ constexpr std::size_t status_class_index(int status) noexcept {
   return (status >= 100 && status <= 599) ? static_cast<std::size_t>(status / 100 - 1) : 4;
 }
 
+// How a client's TLS handshake ended (listeners with tls).
+inline constexpr std::array<std::string_view, 6> kTlsHandshakeResults{
+    "ok", "timeout", "protocol_version", "no_shared_cipher", "client_certificate", "other"};
+// How a TLS connection to an upstream was set up (clusters with tls).
+inline constexpr std::array<std::string_view, 4> kUpstreamTlsResults{"ok", "resumed",
+                                                                     "verify_failed", "failed"};
+
 struct ListenerMetrics {
   Gauge* connections_active = nullptr;
   Counter* connections_total = nullptr;
@@ -93,6 +107,9 @@ struct ListenerMetrics {
 
   bulwark::observe::Family<Counter>* responses_family = nullptr;
   std::string name;
+  std::array<Counter*, kTlsHandshakeResults.size()> tls_handshakes{};
+  Counter* tls12 = nullptr;  // connections by negotiated version
+  Counter* tls13 = nullptr;
 };
 
 struct RouteMetrics {
@@ -127,6 +144,7 @@ struct ClusterMetrics {
   std::array<Counter*, 5> requests{};
   Histogram* duration = nullptr;
   Gauge* requests_active = nullptr;
+  std::array<Counter*, kUpstreamTlsResults.size()> tls_handshakes{};
 };
 
 // Why a conversation with Redis failed (redis/client.h).
@@ -225,6 +243,9 @@ class GatewayMetrics {
   FamilyPtr<Counter> endpoint_connect_failures_;
   FamilyPtr<Counter> endpoint_connections_opened_;
   FamilyPtr<Gauge> endpoint_pool_connections_;
+  FamilyPtr<Counter> listener_tls_handshakes_;
+  FamilyPtr<Counter> listener_tls_connections_;
+  FamilyPtr<Counter> cluster_tls_handshakes_;
   FamilyPtr<Counter> global_decisions_;
   FamilyPtr<Counter> global_fallbacks_;
   RedisMetrics redis_;

@@ -63,7 +63,9 @@ struct Gateway::Impl {
         logs({bulwark::observe::make_stderr_sink()},
              {.level = bulwark::observe::parse_log_level(startup->logging.level)}),
         log(logs.logger("gateway")),
-        shared(registry, clock) {}
+        shared(registry, clock) {
+    shared.upstream_log = logs.logger("upstream");
+  }
 
   GatewayOptions options;
   Clock& clock;

@@ -34,6 +34,18 @@ tcp::endpoint resolve(const config::Address& a) {
   return results.begin()->endpoint();
 }
 
+// A listener's or cluster's TLS context; OpenSSL's refusal comes back naming the section.
+template <class Spec>
+auto tls_for(const Spec& spec, const std::string& where) {
+  using Tls = std::conditional_t<std::is_same_v<Spec, config::ListenerTls>, http::ServerTls,
+                                 http::ClientTls>;
+  try {
+    return std::make_shared<Tls>(spec);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(where + ": " + e.what());
+  }
+}
+
 template <class Filter>
 void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
   if (filter) chain.add(std::move(filter));
@@ -89,6 +101,7 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
         filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests, *lr.metrics));
     add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, config->redis, shared.policies,
                                                         shared.metrics));
+    if (chosen->tls) lr.tls = tls_for(*chosen->tls, "listeners[" + boot.name + "].tls");
     snap->listeners.push_back(std::move(lr));
   }
   if (config->redis) {
@@ -111,10 +124,14 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     cr.metrics = &metrics.cluster(c.name);
     cr.state = shared.policies.cluster(c);
     cr.bulkhead = cr.state->bulkhead;
+    if (c.tls) cr.tls = tls_for(*c.tls, "clusters[" + c.name + "].tls");
     for (const auto& e : c.endpoints) {
       const std::string address = e.text();
-      cr.endpoints.push_back({snap->endpoint_count++, address, c.name + '\n' + address, resolve(e),
-                              &metrics.endpoint(c.name, address), cr.state->endpoints.at(address)});
+      // TLS and plain connections to one address never share a pool.
+      const std::string pool_key = c.name + '\n' + address + (c.tls ? "\ntls" : "");
+      cr.endpoints.push_back({snap->endpoint_count++, address, e.host, pool_key,
+                              resolve(e), &metrics.endpoint(c.name, address),
+                              cr.state->endpoints.at(address)});
     }
     snap->clusters.push_back(std::move(cr));
   }

@@ -22,6 +22,7 @@
 #include "config/config.h"
 #include "filter/chain.h"
 #include "filters/hedge/hedge.h"
+#include "http/tls_context.h"
 #include "filters/overload/overload.h"
 #include "observe/access_log.h"
 #include "observe/gateway_metrics.h"
@@ -34,6 +35,7 @@ namespace bulwark::gateway::route {
 struct EndpointRuntime {
   std::size_t index = 0;  // 0 .. Snapshot::endpoint_count-1, across the snapshot's clusters
   std::string address;    // "host:port" as written in the config: the metric label
+  std::string host;       // the host as written (TLS: the name sent and verified)
   std::string pool_key;   // cluster name + '\n' + address: a worker's pool for this endpoint
   boost::asio::ip::tcp::endpoint endpoint;
   observe::EndpointMetrics* metrics = nullptr;
@@ -51,6 +53,8 @@ struct ClusterRuntime {
   // The cluster's limit and queue as this snapshot was built (ClusterState's may be replaced
   // by a later reload).
   std::shared_ptr<limit::Bulkhead> bulkhead;
+  // clusters[].tls: the context its connections use; null for plain TCP.
+  std::shared_ptr<http::ClientTls> tls;
 };
 
 struct RouteRuntime {
@@ -80,6 +84,7 @@ struct Shared {
   PolicyStore policies;               // breakers, budgets, limiters, endpoint health across reloads
   filters::OverloadManager overload;  // the process's resource level
   std::unique_ptr<observe::AccessLog> access_log;
+  bulwark::observe::Logger upstream_log;  // what workers log about upstreams (TLS failures)
   std::atomic<bool> draining{false};
   // One per listener of the start-up config, in the same order.
   std::vector<std::unique_ptr<ListenerShared>> listeners;
@@ -90,6 +95,9 @@ struct ListenerRuntime {
   observe::ListenerMetrics* metrics = nullptr;
   // The listener's request filters: filters/concurrency_limit, then the per-client rate limit.
   std::unique_ptr<filter::FilterChain> filters;
+  // listeners[].tls: the contexts new connections handshake with (a connection keeps the one it
+  // started with); null for plain TCP.
+  std::shared_ptr<http::ServerTls> tls;
 };
 
 struct Snapshot {

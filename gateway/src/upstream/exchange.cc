@@ -312,7 +312,11 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
     }
   }
   const route::EndpointRuntime& endpoint = *result_->endpoint;
-  socket_.emplace(worker_.executor);
+  if (cluster_->tls) {
+    socket_.emplace(http::Socket(worker_.executor), cluster_->tls->context());
+  } else {
+    socket_.emplace(worker_.executor);
+  }
   const Binding deadline = connect_deadline(now(), cluster.connect_timeout, route_deadline_);
   client_->timer.guard(socket_->socket(), deadline.at);
   auto [ec] = co_await socket_->socket().async_connect(endpoint.endpoint, http::kTuple);
@@ -329,7 +333,42 @@ http::Task<bool> Exchange::open_connection(EndpointPool& pool, bool allow_reuse)
   if (endpoint.metrics->connections_opened) endpoint.metrics->connections_opened->inc();
   error_code ignored;
   socket_->socket().set_option(net::ip::tcp::no_delay(true), ignored);
+  if (cluster_->tls && !co_await tls_handshake(pool, deadline)) {
+    close_upstream();
+    co_return false;
+  }
   connected_ = true;
+  co_return true;
+}
+
+http::Task<bool> Exchange::tls_handshake(EndpointPool& pool, const Binding& deadline) {
+  SSL* ssl = socket_->ssl_handle();
+  const route::EndpointRuntime& endpoint = *result_->endpoint;
+  auto& counts = cluster_->metrics->tls_handshakes;
+  if (!cluster_->tls->prepare(ssl, endpoint.host)) {
+    if (counts[3] != nullptr) counts[3]->inc();
+    fail(502, reason::kUpstreamTls);
+    co_return false;
+  }
+  // A session of an earlier connection to this endpoint saves the full handshake.
+  if (SSL_SESSION* session = pool.tls_session()) SSL_set_session(ssl, session);
+  client_->timer.guard(socket_->socket(), deadline.at);
+  auto [ec] = co_await socket_->async_handshake(http::ssl::stream_base::client, http::kTuple);
+  if (ec) {
+    const bool unverified = SSL_get_verify_result(ssl) != X509_V_OK;
+    if (auto* c = counts[unverified ? 2 : 3]) c->inc();
+    if (client_->timer.fired()) {
+      fail(504, deadline.reason);
+    } else {
+      fail(502, reason::kUpstreamTls);
+      worker_.log.warn("upstream TLS handshake failed",
+                       {{"cluster", cluster_->config->name},
+                        {"endpoint", endpoint.address},
+                        {"cause", http::upstream_tls_cause(ssl, ec)}});
+    }
+    co_return false;
+  }
+  if (auto* c = counts[SSL_session_reused(ssl) ? 1 : 0]) c->inc();
   co_return true;
 }
 
@@ -683,6 +722,8 @@ void Exchange::finish(EndpointPool& pool) {
   const PoolFacts facts{clean, upstream_reusable_, clean && parser_->keep_alive(), !in_.empty(),
                         worker_.draining};
   if (socket_ && can_pool(facts)) {
+    // A TLS session (its ticket arrives after the handshake) is kept for the next connection.
+    if (SSL* ssl = socket_->ssl_handle()) pool.keep_tls_session(ssl);
     // After an answer without a body a misbehaving upstream may send one anyway: such a
     // connection is peeked before its next use.
     const config::Cluster& cluster = *cluster_->config;

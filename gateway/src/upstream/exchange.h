@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "bulwark/fallback/hedge.h"
+#include "bulwark/observe/log.h"
 #include "filter/chain.h"
 #include "filter/local_reply.h"
 #include "http/connection_io.h"
@@ -65,6 +66,7 @@ struct ClientLeg {
 // The worker's things the exchange uses.
 struct WorkerLeg {
   http::Executor executor;
+  const bulwark::observe::Logger& log;  // upstream TLS failures
   const Clock& clock;
   WorkerUpstreams& upstreams;
   http::BufferPool& buffers;
@@ -154,6 +156,8 @@ class Exchange {
   // route's deadline, which is then what it waited.
   http::Task<bool> hold_within_deadline();
   http::Task<bool> open_connection(EndpointPool& pool, bool allow_reuse);
+  // clusters[].tls: the client handshake, within the connect deadline (502 upstream_tls).
+  http::Task<bool> tls_handshake(EndpointPool& pool, const Binding& deadline);
   http::Task<void> send_request(ClientLeg& client);
   http::Task<void> send_body(ClientLeg& client);
   // Reads the answer head under head_deadline_; returns true instead when `hedge_at` came first

@@ -48,7 +48,24 @@ class EndpointPool {
   EndpointPool() = default;
   EndpointPool(const EndpointPool&) = delete;
   EndpointPool& operator=(const EndpointPool&) = delete;
-  ~EndpointPool() { close_idle(); }
+  ~EndpointPool() {
+    close_idle();
+    if (session_ != nullptr) SSL_SESSION_free(session_);
+  }
+
+  // TLS: the last resumable session of a connection to this endpoint (owned by the pool), for
+  // the next connection's handshake; null when none.
+  SSL_SESSION* tls_session() const noexcept { return session_; }
+  void keep_tls_session(SSL* ssl) noexcept {
+    SSL_SESSION* s = SSL_get1_session(ssl);
+    if (s == nullptr) return;
+    if (SSL_SESSION_is_resumable(s) != 1 || s == session_) {
+      SSL_SESSION_free(s);
+      return;
+    }
+    if (session_ != nullptr) SSL_SESSION_free(session_);
+    session_ = s;
+  }
 
   void bind_metrics(observe::EndpointMetrics* m) noexcept { metrics_ = m; }
 
@@ -143,6 +160,7 @@ class EndpointPool {
   }
 
   std::deque<Idle> idle_;
+  SSL_SESSION* session_ = nullptr;
   uint32_t busy_ = 0;
   observe::EndpointMetrics* metrics_ = nullptr;
 };
