@@ -5,6 +5,7 @@
 #include "filters/cluster_limit/cluster_limit.h"
 #include "filters/concurrency_limit/concurrency_limit.h"
 #include "filters/fault/fault.h"
+#include "filters/jwt/jwt.h"
 #include "filters/rate_limit/rate_limit.h"
 #include "filters/retry/retry.h"
 
@@ -40,9 +41,9 @@ void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
 }
 
 // The route's chain, in the order of docs/architecture.md: overload shedding by the route's
-// priority, block patterns, the cluster's concurrency limit, the route's rate limit and fault
-// injection; then retry and the cluster's breaker (the breaker last: it is the only call
-// policy that refuses an attempt).
+// priority, block patterns, JWT authentication, the cluster's concurrency limit, the route's
+// rate limit and fault injection; then retry and the cluster's breaker (the breaker last: it is the
+// only call policy that refuses an attempt).
 std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
                                                  const RouteRuntime& runtime,
                                                  observe::RouteMetrics& metrics, Shared& shared) {
@@ -50,6 +51,7 @@ std::unique_ptr<filter::FilterChain> route_chain(const config::Route& route,
   auto chain = std::make_unique<filter::FilterChain>();
   chain->add(filters::bind_overload(route, shared.overload));
   add_if(*chain, filters::bind_block_patterns(route, metrics));
+  add_if(*chain, filters::bind_jwt(route, metrics));
   chain->add(filters::bind_cluster_limit(cluster.bulkhead, *cluster.metrics));
   add_if(*chain, filters::bind_route_rate_limit(route, shared.policies));
   add_if(*chain, filters::bind_fault(route, metrics));
