@@ -868,6 +868,26 @@ TEST_F(JwtFilterTest, BadTokensAre403WithTheirReason) {
   EXPECT_EQ(count(Result::malformed), 6);
 }
 
+TEST_F(JwtFilterTest, WhatDoesNotFitTheRequestsHeaderEditsIsRefused) {
+  // The other cookies, sent on without the token, are larger than the edits' storage: 431.
+  const std::string t = hs256(default_claims());
+  const std::string big(filter::UpstreamEdits::kStorageBytes, 'x');
+  const std::string cookies = "big=" + big + "; session=" + t;
+  const filter::LocalReply cookie = run(spec(), {{"Cookie", cookies}}, true);
+  EXPECT_EQ(cookie.status, 431);
+  EXPECT_EQ(cookie.reason, reason::kHeadersTooLarge);
+  EXPECT_TRUE(cookie.close);
+  EXPECT_EQ(count(Result::ok), 1);  // the token itself was good
+  // A claim too long to be forwarded: the route's contract (X-User-Id is the verified sub)
+  // cannot be kept, so the request is refused.
+  const std::string long_sub =
+      hs256(R"({"iss":"https://idp.example","aud":"api","sub":")" + big + R"(y"})");
+  const std::string authorization = "Bearer " + long_sub;
+  const filter::LocalReply claim = run(spec(), {{"Authorization", authorization}});
+  EXPECT_EQ(claim.status, 403);
+  EXPECT_EQ(claim.reason, reason::kJwtMalformed);
+}
+
 TEST_F(JwtFilterTest, AnEmptyCookieIsNoToken) {
   EXPECT_EQ(run(spec(), {{"Cookie", "session=; other=1"}}).status, 401);
 }
