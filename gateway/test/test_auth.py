@@ -10,7 +10,9 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -103,8 +105,6 @@ def bearer(token):
 class AuthTest(GatewayTest):
     @classmethod
     def setUpClass(cls):
-        import shutil
-        import tempfile
         if not shutil.which("openssl"):
             raise unittest.SkipTest("the openssl command line is not installed (Debian: openssl)")
         cls.keydir = tempfile.mkdtemp(prefix="bulwark-auth-keys-")
@@ -113,7 +113,6 @@ class AuthTest(GatewayTest):
 
     @classmethod
     def tearDownClass(cls):
-        import shutil
         shutil.rmtree(cls.keydir, ignore_errors=True)
 
     def write_jwks(self, keys_list, name="jwks.json"):
@@ -217,6 +216,12 @@ class AuthTest(GatewayTest):
                                               {"route": "api", "result": "ok"}), 3)
         self.assertEqual(self.gw.metric_value("bulwark_auth_results_total",
                                               {"route": "api", "result": "jwt_missing"}), 1)
+        promtool = shutil.which("promtool")
+        if promtool:
+            p = subprocess.run([promtool, "check", "metrics"], input=self.gw.metrics(),
+                               capture_output=True, text=True, timeout=scale(30))
+            self.assertEqual(p.returncode, 0, "promtool check metrics:\n%s%s" % (p.stdout,
+                                                                                p.stderr))
 
     def test_a_reload_reads_the_key_file_again(self):
         token = signed(self.other, "RS256", claims())
