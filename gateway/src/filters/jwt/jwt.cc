@@ -1,5 +1,7 @@
 #include "filters/jwt/jwt.h"
 
+#include <algorithm>
+
 #include "filter/reasons.h"
 
 namespace bulwark::gateway::filters {
@@ -58,6 +60,28 @@ bool header_safe(std::string_view text) noexcept {
     if ((u < 0x20 && c != '\t') || u == 0x7F) return false;
   }
   return true;
+}
+
+// The cache of verified tokens as verify() consults it, for one request (at its steady `now`).
+class RequestMemo final : public jwt::SignatureMemo {
+ public:
+  RequestMemo(VerifiedTokenCache& cache, TimePoint now) noexcept : cache_(cache), now_(now) {}
+  bool known(std::string_view token) const override {
+    return cache_.get(std::string(token), now_) != nullptr;
+  }
+  void remember(std::string_view token, std::optional<Duration> valid_for) const override {
+    const Duration ttl = valid_for ? std::min(*valid_for, kVerifiedTokenTtl) : kVerifiedTokenTtl;
+    if (ttl > Duration::zero()) cache_.put(std::string(token), char{1}, now_, ttl);
+  }
+
+ private:
+  VerifiedTokenCache& cache_;
+  TimePoint now_;
+};
+
+bool is_public_key(jwt::Algorithm alg) noexcept {
+  return alg != jwt::Algorithm::HS256 && alg != jwt::Algorithm::HS384 &&
+         alg != jwt::Algorithm::HS512;
 }
 
 jwt::Scratch& thread_scratch() {
@@ -164,6 +188,18 @@ JwtFilter::JwtFilter(const config::JwtSpec& spec, std::string_view route, AuthCo
       strip_token_(spec.strip_token),
       counters_(counters),
       clock_(clock) {
+  bool public_key = false;
+  for (const std::string& name : spec.algorithms) {
+    const auto alg = jwt::parse_algorithm(name);
+    public_key = public_key || (alg && is_public_key(*alg));
+  }
+  if (public_key) {
+    bulwark::cache::CacheOptions options;
+    options.max_entries = kVerifiedTokensMax;
+    options.max_bytes = kVerifiedTokenBytes;
+    options.ttl = kVerifiedTokenTtl;
+    verified_ = std::make_unique<VerifiedTokenCache>(options);
+  }
   for (const auto& [claim, header] : spec.forward_claims) {
     std::string lowered(header);
     for (char& c : lowered) c = lower(c);
@@ -188,7 +224,12 @@ filter::LocalReply JwtFilter::on_request(const filter::RequestInfo& request,
     result = jwt::Result::malformed;
   } else if (found.from != TokenFound::From::none) {
     jwt::Scratch& scratch = thread_scratch();
-    result = verifier_.verify(found.token, clock_(), scratch);
+    if (verified_) {
+      const RequestMemo memo(*verified_, request.now);
+      result = verifier_.verify(found.token, clock_(), scratch, &memo);
+    } else {
+      result = verifier_.verify(found.token, clock_(), scratch);
+    }
     if (result == jwt::Result::ok) reply = edit_upstream(request, found, scratch, result);
   }
   if (observe::Counter* counter = counters_[static_cast<std::size_t>(result)]) counter->inc();

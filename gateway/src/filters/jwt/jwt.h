@@ -41,8 +41,13 @@
 //
 // Cost: the per-thread Scratch (verify.h) keeps the decoded token, the parsed members and the
 // HMAC contexts, so an HS256 token costs no allocation in this code in steady state
-// (measured by bench/micro/jwt_bench.cc; docs/auth.md has the numbers). Tokens are not cached:
-// every request's signature is checked.
+// (measured by bench/micro/jwt_bench.cc; docs/auth.md has the numbers). On a route that accepts
+// a public-key algorithm, tokens whose signature verified are remembered in a bounded cache
+// (libbulwark's Cache, keyed by the whole token text, per route and config snapshot: a reload
+// starts empty) for min(exp - now, 5 minutes), at most 10000 tokens and 16 MiB: a client that
+// sends the same RS256/ES256/EdDSA token again skips the public-key operation. Every other step
+// — the header, the algorithm, exp, nbf, iat, iss, aud, the required claims — runs on every
+// request, cached or not. HMAC tokens are never cached (checking one costs less than a lookup).
 //
 // Config (binding: bind_jwt; docs/auth.md, docs/config.md):
 //   routes[].auth.jwt: {issuer, audiences, algorithms (required), jwks_file, secret, leeway: 30s,
@@ -65,6 +70,7 @@
 #include <utility>
 #include <vector>
 
+#include "bulwark/cache/cache.h"
 #include "config/config.h"
 #include "filter/filter.h"
 #include "filters/jwt/verify.h"
@@ -91,6 +97,12 @@ enum class ClaimText : uint8_t { absent, ok, unusable };
 ClaimText claim_header_value(const jwt::JsonValue& value, std::string& out);
 
 using AuthCounters = std::array<observe::Counter*, jwt::kResultCount>;
+
+// Tokens whose public-key signature verified (see above): the token text, and nothing else.
+using VerifiedTokenCache = bulwark::cache::Cache<std::string, char>;
+inline constexpr std::size_t kVerifiedTokensMax = 10'000;
+inline constexpr std::size_t kVerifiedTokenBytes = std::size_t{16} << 20;
+inline constexpr Duration kVerifiedTokenTtl = std::chrono::minutes(5);
 
 class JwtFilter final : public filter::RequestFilter {
  public:
@@ -123,6 +135,7 @@ class JwtFilter final : public filter::RequestFilter {
   std::string www_authenticate_;  // Bearer realm="<route>"
   AuthCounters counters_;
   WallClock clock_;
+  std::unique_ptr<VerifiedTokenCache> verified_;  // null: the route accepts HMAC only
 };
 
 // The route's filter, or null when the route has no auth.jwt.

@@ -623,8 +623,57 @@ TEST_F(JwtTokens, ManyHmacKeysShareTheThreadsContexts) {
   }
 }
 
-// ---- key sets
-// ------------------------------------------------------------------------------------
+// A memo that records what the verifier asks and remembers.
+class RecordingMemo final : public jwt::SignatureMemo {
+ public:
+  bool known(std::string_view token) const override {
+    asked.emplace_back(token);
+    return std::find(remembered.begin(), remembered.end(), token) != remembered.end();
+  }
+  void remember(std::string_view token, std::optional<Duration> valid_for) const override {
+    remembered.emplace_back(token);
+    last_valid_for = valid_for;
+  }
+  mutable std::vector<std::string> asked;
+  mutable std::vector<std::string> remembered;
+  mutable std::optional<Duration> last_valid_for;
+};
+
+TEST_F(JwtTokens, AMemoSparesTheSignatureOfAKnownPublicKeyTokenButNotTheClaims) {
+  const jwt::Verifier verifier(settings(), key_set(jwks_, kSecret));
+  RecordingMemo memo;
+  const std::string es = token(Algorithm::ES256, R"({"alg":"ES256","kid":"ec"})", default_claims());
+  EXPECT_EQ(verifier.verify(es, at(kNow), scratch_, &memo), Result::ok);
+  ASSERT_EQ(memo.remembered, std::vector<std::string>{es});
+  EXPECT_EQ(memo.last_valid_for, std::chrono::seconds(300));  // exp - now
+  EXPECT_EQ(verifier.verify(es, at(kNow), scratch_, &memo), Result::ok);
+  EXPECT_EQ(memo.remembered.size(), 1u);  // known: not remembered again
+  // What the memo knows is trusted for the signature only: the claims are still checked at
+  // every request, and so are the header and the algorithm.
+  EXPECT_EQ(verifier.verify(es, at(kNow + 400), scratch_, &memo), Result::expired);
+  const std::string alg_swapped =
+      token(Algorithm::ES256, R"({"alg":"HS256","kid":"ec"})", default_claims());
+  memo.remembered.push_back(alg_swapped);
+  EXPECT_EQ(verifier.verify(alg_swapped, at(kNow), scratch_, &memo), Result::algorithm);
+  // HMAC tokens never consult it.
+  memo.asked.clear();
+  EXPECT_EQ(verifier.verify(hs256(default_claims()), at(kNow), scratch_, &memo), Result::ok);
+  EXPECT_TRUE(memo.asked.empty());
+  // A refused token is not remembered.
+  memo.remembered.clear();
+  const std::string wrong_aud = token(Algorithm::RS256, R"({"alg":"RS256","kid":"rsa"})",
+                                      R"({"iss":"https://idp.example","aud":"web","sub":"u"})");
+  EXPECT_EQ(verifier.verify(wrong_aud, at(kNow), scratch_, &memo), Result::audience);
+  EXPECT_TRUE(memo.remembered.empty());
+  // A token without exp is remembered without a time bound of its own.
+  const std::string no_exp = token(Algorithm::EdDSA, R"({"alg":"EdDSA","kid":"ed"})",
+                                   R"({"iss":"https://idp.example","aud":"api","sub":"u"})");
+  EXPECT_EQ(verifier.verify(no_exp, at(kNow), scratch_, &memo), Result::ok);
+  EXPECT_EQ(memo.remembered, std::vector<std::string>{no_exp});
+  EXPECT_EQ(memo.last_valid_for, std::nullopt);
+}
+
+// ---- key sets ------------------------------------------------------------------------------
 
 std::string load_error(const std::string& jwks) {
   jwt::KeySet set;
@@ -689,7 +738,7 @@ TEST(JwtKeys, SecretsHaveAFloorAndKeysForOtherUsesAreLeftOut) {
   EXPECT_EQ(jwt::algorithm_name(Algorithm::PS384), "PS384");
 }
 
-// ---- the filter --------------------------------------------------------------------------------
+// ---- the filter ----------------------------------------------------------------------------
 
 SysTime fixed_now() noexcept { return at(kNow); }
 
@@ -708,16 +757,21 @@ class JwtFilterTest : public JwtTokens {
   }
 
   // Runs one request with `headers` through a chain holding the filter.
-  filter::LocalReply run(const config::JwtSpec& s, std::vector<filter::HeaderLine> headers,
-                         bool has_body = false) {
-    // The chain outlives the reply (a reply's header values live in the filter, as they live
-    // in the snapshot in the gateway).
+  // A chain holding the filter; it outlives the replies (a reply's header values live in the
+  // filter, as they live in the snapshot in the gateway).
+  filter::FilterChain& chain(const config::JwtSpec& s) {
     chains_.push_back(std::make_unique<filter::FilterChain>());
     AuthCounters counters{};
     for (std::size_t i = 0; i < counters.size(); ++i) counters[i] = &counts_[i];
     chains_.back()->add(std::make_unique<JwtFilter>(s, "api", counters, &fixed_now));
+    return *chains_.back();
+  }
+
+  // Runs one request with `headers` through `c`.
+  filter::LocalReply run_on(const filter::FilterChain& c, std::vector<filter::HeaderLine> headers,
+                            bool has_body = false) {
     filter::ChainRun walk;
-    walk.begin(nullptr, chains_.back().get());
+    walk.begin(nullptr, &c);
     edits_.clear();
     headers_ = std::move(headers);
     filter::RequestInfo request;
@@ -727,6 +781,12 @@ class JwtFilterTest : public JwtTokens {
     const filter::LocalReply reply = walk.on_request(request);
     walk.complete({reply.status, reply.reason, {}});
     return reply;
+  }
+
+  // Runs one request through a new chain holding a filter built from `s`.
+  filter::LocalReply run(const config::JwtSpec& s, std::vector<filter::HeaderLine> headers,
+                         bool has_body = false) {
+    return run_on(chain(s), std::move(headers), has_body);
   }
 
   std::vector<std::string> removed() const {
@@ -886,6 +946,22 @@ TEST_F(JwtFilterTest, WhatDoesNotFitTheRequestsHeaderEditsIsRefused) {
   const filter::LocalReply claim = run(spec(), {{"Authorization", authorization}});
   EXPECT_EQ(claim.status, 403);
   EXPECT_EQ(claim.reason, reason::kJwtMalformed);
+}
+
+TEST_F(JwtFilterTest, APublicKeyTokenSeenAgainIsStillCheckedForEverythingButItsSignature) {
+  const std::string t = token(Algorithm::RS256, R"({"alg":"RS256","kid":"rsa"})", default_claims());
+  const std::string authorization = "Bearer " + t;
+  const filter::FilterChain& c = chain(spec());  // one filter: one cache of verified tokens
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(run_on(c, {{"Authorization", authorization}})) << i;
+    EXPECT_EQ(added().size(), 1u);  // the claims are read every time
+  }
+  // The same header and claims under another signature are another token text: checked.
+  std::string forged = t;
+  forged[forged.size() - 5] = forged[forged.size() - 5] == 'A' ? 'B' : 'A';
+  const std::string forged_authorization = "Bearer " + forged;
+  EXPECT_EQ(run_on(c, {{"Authorization", forged_authorization}}).reason, reason::kJwtSignature);
+  EXPECT_EQ(count(Result::ok), 3);
 }
 
 TEST_F(JwtFilterTest, AnEmptyCookieIsNoToken) {

@@ -231,7 +231,7 @@ Verifier::Verifier(Settings settings, std::shared_ptr<const KeySet> keys)
 }
 
 Result Verifier::verify(std::string_view token, std::chrono::system_clock::time_point now,
-                        Scratch& scratch) const {
+                        Scratch& scratch, const SignatureMemo* memo) const {
   // 1. Shape.
   if (token.size() > settings_.max_token_bytes) return Result::malformed;
   const std::size_t dot1 = token.find('.');
@@ -269,15 +269,18 @@ Result Verifier::verify(std::string_view token, std::chrono::system_clock::time_
   const auto alg = parse_algorithm(scratch.text_);
   if (!alg || !settings_.algorithms.contains(*alg)) return Result::algorithm;
 
-  // 4 and 5. Key and signature.
+  // 4 and 5. Key and signature (unless the memo has seen this token verified).
   const std::string_view signing_input = token.substr(0, dot2);
-  bool kid_known = false;
-  bool fitted = false;
-  bool verified = false;
+  const bool memo_applies = memo != nullptr && facts(*alg).family != Family::hmac;
+  const bool remembered = memo_applies && memo->known(token);
+  bool kid_known = remembered;
+  bool fitted = remembered;
+  bool verified = remembered;
   if (kid_member.member != nullptr) {
     if (!decode_string(kid_member.member->value.text, scratch.text_)) return Result::malformed;
   }
   for (const Key& key : keys_->keys) {
+    if (remembered) break;
     if (kid_member.member != nullptr) {
       if (key.kid != scratch.text_) continue;
       kid_known = true;
@@ -296,11 +299,22 @@ Result Verifier::verify(std::string_view token, std::chrono::system_clock::time_
   // 6. Claims.
   if (!parse_object(scratch.payload_, scratch.claims_)) return Result::malformed;
   const double now_seconds = std::chrono::duration<double>(now.time_since_epoch()).count();
-  return check_claims(scratch.claims_, now_seconds, scratch.name_);
+  std::optional<double> exp;
+  const Result result = check_claims(scratch.claims_, now_seconds, scratch.name_, exp);
+  if (result == Result::ok && memo_applies && !remembered) {
+    std::optional<Duration> valid_for;
+    if (exp) {
+      // Whole milliseconds, saturated well inside Duration's range.
+      const double ms = std::min((*exp - now_seconds) * 1e3, 1e12);
+      valid_for = std::chrono::milliseconds(static_cast<int64_t>(std::max(ms, 0.0)));
+    }
+    memo->remember(token, valid_for);
+  }
+  return result;
 }
 
-Result Verifier::check_claims(std::span<const JsonMember> claims, double now,
-                              std::string& scratch) const {
+Result Verifier::check_claims(std::span<const JsonMember> claims, double now, std::string& scratch,
+                              std::optional<double>& exp_out) const {
   const double leeway = std::chrono::duration<double>(settings_.leeway).count();
   // 7. Time.
   double exp = 0;
@@ -313,6 +327,7 @@ Result Verifier::check_claims(std::span<const JsonMember> claims, double now,
     return Result::malformed;
   }
   if (has_exp == Date::present && now >= exp + leeway) return Result::expired;
+  if (has_exp == Date::present) exp_out = exp;
   if (has_nbf == Date::present && now + leeway < nbf) return Result::not_yet_valid;
   if (has_iat == Date::present && iat > now + leeway) return Result::not_yet_valid;
 

@@ -39,6 +39,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -119,19 +120,34 @@ class Scratch {
   std::size_t next_mac_ = 0;  // the slot a new key takes (round robin)
 };
 
+// What verify() may consult to skip steps 4 and 5 for a token whose signature it checked
+// before with the same keys (the filter's cache of verified tokens). Asked only for public-key
+// algorithms: an HMAC costs less than a lookup. The decision stays the verifier's: a known
+// token still passes steps 1-3 and 6-10 on every request (its exp, above all).
+class SignatureMemo {
+ public:
+  virtual ~SignatureMemo() = default;
+  // Whether this exact token text passed the signature check before.
+  virtual bool known(std::string_view token) const = 0;
+  // This token passed every step; `valid_for` is the time left before its exp (none: no exp).
+  virtual void remember(std::string_view token, std::optional<Duration> valid_for) const = 0;
+};
+
 class Verifier {
  public:
   Verifier(Settings settings, std::shared_ptr<const KeySet> keys);
 
   // The decision for `token` (the text after "Bearer ", or the cookie's value) at `now`.
-  Result verify(std::string_view token, std::chrono::system_clock::time_point now,
-                Scratch& scratch) const;
+  // `memo`, when given, may spare the signature check of a token seen before (see above).
+  Result verify(std::string_view token, std::chrono::system_clock::time_point now, Scratch& scratch,
+                const SignatureMemo* memo = nullptr) const;
 
   const Settings& settings() const noexcept { return settings_; }
 
  private:
-  Result check_claims(std::span<const JsonMember> claims, double now_seconds,
-                      std::string& scratch) const;
+  // `exp` is set to the token's exp when it has one.
+  Result check_claims(std::span<const JsonMember> claims, double now_seconds, std::string& scratch,
+                      std::optional<double>& exp) const;
 
   Settings settings_;
   std::shared_ptr<const KeySet> keys_;
