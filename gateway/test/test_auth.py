@@ -240,6 +240,16 @@ class AuthTest(GatewayTest):
         self.assertIn(self.jwks, doc["errors"][0])
         self.assertEqual(self.get(bearer(token)).status, 200)
 
+    def test_a_reload_that_drops_a_key_refuses_its_tokens_even_after_they_were_cached(self):
+        token = signed(self.keys, "ES256", claims())
+        for _ in range(3):  # the second and third are served from the verified-token cache
+            self.assertEqual(self.get(bearer(token)).status, 200)
+        self.write_jwks([self.other])  # k1 revoked
+        status, doc = self.gw.admin_json("/reload", method="POST")
+        self.assertEqual((status, doc["result"]), (200, "ok"), doc)
+        self.assertGatewayResponse(self.get(bearer(token)), 403, "jwt_unknown_key")
+        self.assertEqual(self.get(bearer(signed(self.other, "ES256", claims()))).status, 200)
+
     def test_config_hides_the_secret(self):
         status, doc = self.gw.admin_json("/config")
         self.assertEqual(status, 200)
