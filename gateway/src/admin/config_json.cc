@@ -129,7 +129,8 @@ void redact_string(json& value, bool address_like) {
 void redact_value(json& value, bool address_like) {
   if (value.is_object()) {
     for (auto& [key, child] : value.items()) {
-      if (is_sensitive_key(key)) {
+      // A flag or a size under such a name (strip_token, max_token_bytes) is no secret.
+      if (is_sensitive_key(key) && !child.is_boolean() && !child.is_number()) {
         const bool empty =
             child.is_null() || (child.is_string() && child.get_ref<const std::string&>().empty());
         if (!empty) child = kRedacted;
@@ -234,6 +235,26 @@ json route_filters_json(const config::RouteFilters& f) {
   return out;
 }
 
+// routes[].auth; the secret is redacted by redact() like every key named *secret*.
+json route_auth_json(const config::RouteAuth& a) {
+  if (!a.jwt) return nullptr;
+  const config::JwtSpec& j = *a.jwt;
+  json forward = json::object();
+  for (const auto& [claim, header] : j.forward_claims) forward[claim] = header;
+  return {{"jwt",
+           {{"issuer", j.issuer.empty() ? json(nullptr) : json(j.issuer)},
+            {"audiences", j.audiences},
+            {"algorithms", j.algorithms},
+            {"jwks_file", j.jwks_file.empty() ? json(nullptr) : json(j.jwks_file)},
+            {"secret", j.secret.empty() ? json(nullptr) : json(j.secret)},
+            {"leeway", format_duration(j.leeway)},
+            {"required_claims", j.required_claims},
+            {"forward_claims", std::move(forward)},
+            {"strip_token", j.strip_token},
+            {"cookie", j.cookie.empty() ? json(nullptr) : json(j.cookie)},
+            {"max_token_bytes", j.max_token_bytes}}}};
+}
+
 json route_json(const config::Route& r) {
   json out = {
       {"name", r.name},
@@ -271,6 +292,7 @@ json route_json(const config::Route& r) {
                                 {"max_attempts", r.hedge->max_attempts}}
                          : json(nullptr);
   out["filters"] = route_filters_json(r.filters);
+  out["auth"] = route_auth_json(r.auth);
   return out;
 }
 

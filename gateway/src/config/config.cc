@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -16,6 +19,7 @@
 #include "bulwark/retry/classifier.h"
 #include "config/pem.h"
 #include "config/units.h"
+#include "filters/jwt/keys.h"
 
 namespace bulwark::gateway::config {
 namespace {
@@ -81,6 +85,8 @@ class Loader {
   Loader(std::string file, EnvLookup env) : file_(std::move(file)), env_(env) {}
 
   std::vector<Diagnostic> diagnostics;
+
+  const std::string& file() const noexcept { return file_; }
 
   void error(const YAML::Node& at, const std::string& path, std::string message) {
     Diagnostic d;
@@ -617,11 +623,178 @@ void load_route_filters(Loader& l, const YAML::Node& n, const std::string& p, Ro
             });
 }
 
+// Header names a forwarded claim may not take: the framing, hop-by-hop and forwarding fields
+// the gateway writes itself, and the credentials.
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+bool reserved_forward_header(const std::string& header) {
+  const std::string name = lower(header);
+  for (std::string_view reserved :
+       {"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+        "proxy-connection", "te", "trailer", "upgrade", "expect", "x-forwarded-for",
+        "x-forwarded-proto", "x-request-id", "authorization", "cookie"}) {
+    if (name == reserved) return true;
+  }
+  return false;
+}
+
+// The text of the key file at `path` (at most 1 MiB), or nullopt with `why`.
+std::optional<std::string> read_key_file(const std::string& path, std::string& why) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why = std::strerror(errno);
+    return std::nullopt;
+  }
+  std::string text;
+  char buffer[4096];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, static_cast<std::size_t>(in.gcount()));
+    if (text.size() > 1024 * 1024) {
+      why = "larger than 1MiB";
+      return std::nullopt;
+    }
+  }
+  if (in.bad()) {
+    why = "read error";
+    return std::nullopt;
+  }
+  return text;
+}
+
+// routes[].auth.jwt (filters/jwt). The keys are read and built here: a bad jwks_file is a
+// config error like any other bad value.
+void load_jwt(Loader& l, const YAML::Node& n, const std::string& p, JwtSpec& out) {
+  namespace jwt = filters::jwt;
+  l.string(n, "issuer", p, out.issuer);
+  out.audiences = l.strings(n, "audiences", p);
+  for (std::size_t i = 0; i < out.audiences.size(); ++i) {
+    if (out.audiences[i].empty()) {
+      l.error(n["audiences"][i], Loader::index(Loader::child(p, "audiences"), i),
+              "expected a non-empty string");
+    }
+  }
+  const std::string alg_path = Loader::child(p, "algorithms");
+  std::vector<std::optional<jwt::Algorithm>> algorithms;
+  if (!n["algorithms"].IsDefined()) {
+    l.error(n, p, "missing required key 'algorithms'");
+  } else {
+    out.algorithms = l.strings(n, "algorithms", p);
+    if (out.algorithms.empty() && n["algorithms"].IsSequence()) {
+      l.error(n["algorithms"], alg_path, "must not be empty");
+    }
+  }
+  for (std::size_t i = 0; i < out.algorithms.size(); ++i) {
+    const std::string& name = out.algorithms[i];
+    algorithms.push_back(jwt::parse_algorithm(name));
+    if (algorithms.back()) continue;
+    l.error(n["algorithms"][i], Loader::index(alg_path, i),
+            lower(name) == "none"
+                ? "'none' (unsigned tokens) is never accepted"
+                : "expected one of HS256 HS384 HS512 RS256 RS384 RS512 PS256 PS384 PS512 ES256 "
+                  "ES384 ES512 EdDSA, got '" +
+                      name + "'");
+  }
+  l.string(n, "jwks_file", p, out.jwks_file);
+  l.string(n, "secret", p, out.secret);
+  l.duration(n, "leeway", p, out.leeway, true);
+  if (out.leeway > 1h) l.error(n["leeway"], Loader::child(p, "leeway"), "must be at most 1h");
+  out.required_claims = l.strings(n, "required_claims", p);
+  for (std::size_t i = 0; i < out.required_claims.size(); ++i) {
+    if (out.required_claims[i].empty()) {
+      l.error(n["required_claims"][i], Loader::index(Loader::child(p, "required_claims"), i),
+              "expected a claim name");
+    }
+  }
+  if (const YAML::Node fc = n["forward_claims"]; fc.IsDefined() && !fc.IsNull()) {
+    const std::string q = Loader::child(p, "forward_claims");
+    if (l.expect_map(fc, q)) {
+      if (fc.size() > kMaxForwardClaims) {
+        l.error(fc, q, "at most " + std::to_string(kMaxForwardClaims) + " claims are forwarded");
+      }
+      for (const auto& kv : fc) {
+        const std::string claim = kv.first.Scalar();
+        const std::string r = Loader::child(q, claim);
+        const auto header = l.scalar(kv.second, r);
+        if (!header) continue;
+        if (claim.empty()) l.error(kv.first, r, "expected a claim name");
+        if (!valid_header_name(*header)) {
+          l.error(kv.second, r, "expected a header name, got '" + *header + "'");
+        } else if (reserved_forward_header(*header)) {
+          l.error(kv.second, r, "'" + *header + "' is a header the gateway owns");
+        } else if (std::any_of(out.forward_claims.begin(), out.forward_claims.end(),
+                               [&](const auto& f) { return lower(f.second) == lower(*header); })) {
+          l.error(kv.second, r, "header '" + *header + "' is already given to another claim");
+        }
+        out.forward_claims.emplace_back(claim, *header);
+      }
+    }
+  }
+  l.boolean(n, "strip_token", p, out.strip_token);
+  l.string(n, "cookie", p, out.cookie);
+  if (n["cookie"].IsDefined() && !out.cookie.empty() && !valid_header_name(out.cookie)) {
+    l.error(n["cookie"], Loader::child(p, "cookie"), "expected a cookie name (an HTTP token)");
+  }
+  l.size(n, "max_token_bytes", p, out.max_token_bytes);
+  if (out.max_token_bytes < 64 || out.max_token_bytes > 1024 * 1024) {
+    l.error(n["max_token_bytes"], Loader::child(p, "max_token_bytes"),
+            "expected a size from 64 to 1MiB");
+  }
+
+  // The keys.
+  if (!n["jwks_file"].IsDefined() && !n["secret"].IsDefined()) {
+    l.error(n, p, "needs jwks_file, secret or both");
+    return;
+  }
+  auto keys = std::make_shared<jwt::KeySet>();
+  bool keys_ok = true;
+  if (!out.jwks_file.empty()) {
+    std::filesystem::path path(out.jwks_file);
+    if (path.is_relative()) path = std::filesystem::path(l.file()).parent_path() / path;
+    std::string why;
+    const auto text = read_key_file(path.string(), why);
+    if (!text) {
+      l.error(n["jwks_file"], Loader::child(p, "jwks_file"),
+              "cannot read '" + path.string() + "': " + why);
+      keys_ok = false;
+    } else if (!jwt::add_jwks(*keys, *text, why)) {
+      l.error(n["jwks_file"], Loader::child(p, "jwks_file"),
+              "'" + path.string() + "' is not a usable JWK Set: " + why);
+      keys_ok = false;
+    }
+  } else if (n["jwks_file"].IsDefined()) {
+    keys_ok = false;  // reported by l.string
+  }
+  if (!out.secret.empty()) {
+    std::string why;
+    if (!jwt::add_secret(*keys, out.secret, why)) {
+      l.error(n["secret"], Loader::child(p, "secret"), why);
+      keys_ok = false;
+    }
+  } else if (n["secret"].IsDefined()) {
+    keys_ok = false;
+  }
+  // Every algorithm the route accepts needs a key that can verify it.
+  for (std::size_t i = 0; keys_ok && i < algorithms.size(); ++i) {
+    if (algorithms[i] && !keys->can_verify(*algorithms[i])) {
+      const bool hmac = out.algorithms[i].rfind("HS", 0) == 0;
+      l.error(n["algorithms"][i], Loader::index(alg_path, i),
+              "no key can verify " + out.algorithms[i] +
+                  (hmac ? ": set secret, or put an oct key in jwks_file"
+                        : ": put a key of its type in jwks_file"));
+    }
+  }
+  out.keys = std::move(keys);
+}
+
 Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
   Route out;
   l.check_keys(n, p,
                {"name", "match", "cluster", "fallback", "timeouts", "retry", "rate_limit", "cache",
-                "stream", "hedge", "priority", "filters"});
+                "stream", "hedge", "priority", "filters", "auth"});
   l.choice(n, "priority", p, out.priority,
            {{"low", RoutePriority::low},
             {"normal", RoutePriority::normal},
@@ -750,6 +923,17 @@ Route load_route(Loader& l, const YAML::Node& n, const std::string& p) {
             });
   l.section(n, "filters", p, {"block_patterns", "fault"},
             [&](const YAML::Node& m, const std::string& q) { load_route_filters(l, m, q, out); });
+  l.section(n, "auth", p, {"jwt"}, [&](const YAML::Node& m, const std::string& q) {
+    l.section(m, "jwt", q,
+              {"issuer", "audiences", "algorithms", "jwks_file", "secret", "leeway",
+               "required_claims", "forward_claims", "strip_token", "cookie", "max_token_bytes"},
+              [&](const YAML::Node& j, const std::string& r) {
+                JwtSpec spec;
+                load_jwt(l, j, r, spec);
+                out.auth.jwt = std::move(spec);
+              });
+    if (!m["jwt"].IsDefined() || m["jwt"].IsNull()) l.error(m, q, "expected jwt");
+  });
   return out;
 }
 

@@ -17,14 +17,20 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bulwark/circuit/circuit_breaker.h"
 #include "bulwark/core/clock.h"
 #include "bulwark/retry/backoff.h"
+
+namespace bulwark::gateway::filters::jwt {
+class KeySet;
+}
 
 namespace bulwark::gateway::config {
 
@@ -233,6 +239,35 @@ struct RouteFilters {
   std::optional<FaultSpec> fault;
 };
 
+// routes[].auth.jwt: requests must carry a JSON Web Token the route accepts (filters/jwt,
+// docs/auth.md). The keys are read from jwks_file (relative paths: from the config file's
+// folder) and built when the config is loaded, so a bad key set fails the load, --check-config
+// and a reload like any other bad value; a reload reads the file again.
+struct JwtSpec {
+  std::string issuer;                   // empty: `iss` is not checked
+  std::vector<std::string> audiences;   // empty: `aud` is not checked
+  std::vector<std::string> algorithms;  // required, non-empty; JWA names (never "none")
+  std::string jwks_file;                // as written in the file
+  std::string secret;                   // an HMAC key (its bytes); secret: redacted by /config
+  Duration leeway = 30s;                // clock skew allowed for exp, nbf and iat (0..1h)
+  std::vector<std::string> required_claims;
+  // claim -> upstream header, in the file's order (at most kMaxForwardClaims).
+  std::vector<std::pair<std::string, std::string>> forward_claims;
+  bool strip_token = true;  // the upstream does not see the token
+  std::string cookie;       // read the token from this cookie when there is no Bearer header
+  uint64_t max_token_bytes = 8 * 1024UL;
+  // The keys of jwks_file and secret, built at load (filters/jwt/keys.h); shared, immutable.
+  std::shared_ptr<const filters::jwt::KeySet> keys;
+};
+
+// A route forwards at most this many claims: each takes one of the request's header removals
+// (the client's own line of that name never reaches the upstream) beside the token's.
+inline constexpr std::size_t kMaxForwardClaims = 3;
+
+struct RouteAuth {
+  std::optional<JwtSpec> jwt;
+};
+
 // routes[].fallback holds at most this many clusters (an attempt's cluster is a small index).
 inline constexpr std::size_t kMaxFallbacks = 8;
 
@@ -249,6 +284,7 @@ struct Route {
   std::optional<HedgeSpec> hedge;
   RoutePriority priority = RoutePriority::normal;  // shed first under overload when low
   RouteFilters filters;                            // optional per-route filters, off by default
+  RouteAuth auth;                                  // authentication, off by default
 };
 
 enum class LoadBalancing { round_robin, least_request };

@@ -4,6 +4,8 @@
 
 #include <fstream>
 
+#include "filters/jwt/keys.h"
+
 namespace bulwark::gateway::config {
 namespace {
 
@@ -12,6 +14,7 @@ using namespace std::chrono_literals;
 std::optional<std::string> test_env(const std::string& name) {
   if (name == "UPSTREAM") return std::string("127.0.0.1:9001");
   if (name == "REDIS_PASSWORD") return std::string("s3cret");
+  if (name == "JWT_SECRET") return std::string("an-hs256-secret-of-at-least-32-bytes");
   return std::nullopt;
 }
 
@@ -512,6 +515,180 @@ clusters:
   EXPECT_NE(e[1].find("clusters[0].endpoints[0]"), std::string::npos) << e[1];
   EXPECT_NE(e[2].find("clusters[0].endpoints[1]"), std::string::npos) << e[2];
   EXPECT_NE(e[3].find("clusters[0].endpoints[2]"), std::string::npos) << e[3];
+}
+
+// ---- routes[].auth.jwt -------------------------------------------------------------------
+
+// RFC 7515 A.3's P-256 key and A.2's 2048-bit RSA key.
+const char* kJwks = R"({"keys":[
+  {"kty":"EC","crv":"P-256","kid":"ec-1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+   "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+  {"kty":"RSA","kid":"rsa-1","e":"AQAB",
+   "n":"ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ"}]})";
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream out(path);
+  out << text;
+  return path;
+}
+
+// kMinimal's route with `auth:` (a block indented for the route's keys).
+std::string with_auth(const std::string& auth) {
+  return R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+routes:
+  - name: api
+    cluster: backend
+    auth:
+)" + auth +
+         R"(
+clusters:
+  - {name: backend, endpoints: [127.0.0.1:9001]}
+)";
+}
+
+TEST(Config, AuthJwtLoadsEveryKnobAndBuildsTheKeys) {
+  const std::string jwks = write_file("bulwark_jwks_ok.json", kJwks);
+  const Config c = parse_ok(with_auth(R"(      jwt:
+        issuer: https://idp.example
+        audiences: [api, web]
+        algorithms: [RS256, ES256, HS256]
+        jwks_file: )" + jwks + R"(
+        secret: "${JWT_SECRET}"
+        leeway: 10s
+        required_claims: [sub, exp]
+        forward_claims: {sub: X-User-Id, tenant: X-Tenant}
+        strip_token: false
+        cookie: session
+        max_token_bytes: 4KiB)"));
+  ASSERT_TRUE(c.routes[0].auth.jwt.has_value());
+  const JwtSpec& j = *c.routes[0].auth.jwt;
+  EXPECT_EQ(j.issuer, "https://idp.example");
+  EXPECT_EQ(j.audiences, (std::vector<std::string>{"api", "web"}));
+  EXPECT_EQ(j.algorithms, (std::vector<std::string>{"RS256", "ES256", "HS256"}));
+  EXPECT_EQ(j.secret, "an-hs256-secret-of-at-least-32-bytes");
+  EXPECT_EQ(j.leeway, 10s);
+  EXPECT_EQ(j.required_claims, (std::vector<std::string>{"sub", "exp"}));
+  EXPECT_EQ(j.forward_claims, (std::vector<std::pair<std::string, std::string>>{
+                                  {"sub", "X-User-Id"}, {"tenant", "X-Tenant"}}));
+  EXPECT_FALSE(j.strip_token);
+  EXPECT_EQ(j.cookie, "session");
+  EXPECT_EQ(j.max_token_bytes, 4096u);
+  ASSERT_NE(j.keys, nullptr);
+  ASSERT_EQ(j.keys->keys.size(), 3u);  // two from the file, the secret
+  EXPECT_EQ(j.keys->keys[0].kid, "ec-1");
+  EXPECT_TRUE(j.keys->can_verify(filters::jwt::Algorithm::HS256));
+}
+
+TEST(Config, AuthJwtDefaultsAndRelativeKeyFiles) {
+  write_file("bulwark_jwks_relative.json", kJwks);
+  const std::string yaml =
+      with_auth(R"(      jwt: {algorithms: [ES256], jwks_file: bulwark_jwks_relative.json})");
+  // A relative jwks_file is found beside the config file.
+  const Config c = parse(yaml, ::testing::TempDir() + "/bulwark.yaml", test_env);
+  const JwtSpec& j = *c.routes[0].auth.jwt;
+  EXPECT_TRUE(j.issuer.empty());
+  EXPECT_TRUE(j.audiences.empty());
+  EXPECT_EQ(j.leeway, 30s);
+  EXPECT_TRUE(j.strip_token);
+  EXPECT_EQ(j.max_token_bytes, 8192u);
+  EXPECT_EQ(j.keys->keys.size(), 2u);
+  EXPECT_FALSE(parse_ok(kMinimal).routes[0].auth.jwt.has_value());
+}
+
+TEST(Config, AuthJwtMistakesNameTheirPath) {
+  const std::string jwks = write_file("bulwark_jwks_ok2.json", kJwks);
+  auto first = [](const std::string& yaml) {
+    const auto e = errors(yaml);
+    return e.empty() ? std::string() : e[0];
+  };
+  auto jwt = [&](const std::string& body) { return with_auth("      jwt: {" + body + "}"); };
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${JWT_SECRET}\", isuer: x"))
+                .find("test.yaml:8:59: routes[0].auth.jwt.isuer: unknown key 'isuer'; did you "
+                      "mean 'issuer'?"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("secret: \"${JWT_SECRET}\""))
+                .find("routes[0].auth.jwt: missing required key 'algorithms'"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [], secret: \"${JWT_SECRET}\""))
+                .find("routes[0].auth.jwt.algorithms: must not be empty"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256, none], secret: \"${JWT_SECRET}\""))
+                .find("routes[0].auth.jwt.algorithms[1]: 'none' (unsigned tokens) is never "
+                      "accepted"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [RS128], jwks_file: " + jwks))
+                .find("routes[0].auth.jwt.algorithms[0]: expected one of HS256"),
+            std::string::npos);
+  EXPECT_NE(
+      first(jwt("algorithms: [HS256]")).find("routes[0].auth.jwt: needs jwks_file, secret or both"),
+      std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: short"))
+                .find("routes[0].auth.jwt.secret: an HMAC secret of 5 bytes; at least 32"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${NO_SUCH_SECRET}\""))
+                .find("environment variable 'NO_SUCH_SECRET' is not set"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [ES256, HS256], jwks_file: " + jwks))
+                .find("routes[0].auth.jwt.algorithms[1]: no key can verify HS256: set secret"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [EdDSA], jwks_file: " + jwks))
+                .find("no key can verify EdDSA: put a key of its type in jwks_file"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${JWT_SECRET}\", leeway: 2h"))
+                .find("routes[0].auth.jwt.leeway: must be at most 1h"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${JWT_SECRET}\", max_token_bytes: 10"))
+                .find("routes[0].auth.jwt.max_token_bytes: expected a size from 64 to 1MiB"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${JWT_SECRET}\", "
+                      "forward_claims: {sub: Content-Length}"))
+                .find("routes[0].auth.jwt.forward_claims.sub: 'Content-Length' is a header the "
+                      "gateway owns"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${JWT_SECRET}\", "
+                      "forward_claims: {a: X-A, b: X-B, c: X-C, d: X-D}"))
+                .find("routes[0].auth.jwt.forward_claims: at most 3 claims are forwarded"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${JWT_SECRET}\", "
+                      "forward_claims: {a: X-A, b: x-a}"))
+                .find("header 'x-a' is already given to another claim"),
+            std::string::npos);
+  EXPECT_NE(first(jwt("algorithms: [HS256], secret: \"${JWT_SECRET}\", "
+                      "forward_claims: {a: \"bad header\"}"))
+                .find("expected a header name, got 'bad header'"),
+            std::string::npos);
+  EXPECT_NE(first(with_auth("      {}")).find("routes[0].auth: expected jwt"), std::string::npos);
+}
+
+TEST(Config, AuthJwtKeyFileErrorsNameTheFileAndTheKey) {
+  const auto missing =
+      errors(with_auth("      jwt: {algorithms: [RS256], jwks_file: /nonexistent/jwks.json}"));
+  ASSERT_EQ(missing.size(), 1u);
+  EXPECT_NE(missing[0].find("test.yaml:8:45: routes[0].auth.jwt.jwks_file: cannot read "
+                            "'/nonexistent/jwks.json': No such file or directory"),
+            std::string::npos)
+      << missing[0];
+  const std::string bad_json = write_file("bulwark_jwks_bad.json", "{\"keys\": [");
+  const auto invalid =
+      errors(with_auth("      jwt: {algorithms: [RS256], jwks_file: " + bad_json + "}"));
+  ASSERT_EQ(invalid.size(), 1u);
+  EXPECT_NE(invalid[0].find("'" + bad_json + "' is not a usable JWK Set: not valid JSON"),
+            std::string::npos)
+      << invalid[0];
+  const std::string bad_key =
+      write_file("bulwark_jwks_bad_key.json",
+                 R"({"keys":[{"kty":"oct","k":"hJtXIZ2uSN5kbQfbtTNWbpdmhkV8FJG-Onbc6mxCcYg"},
+                  {"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU"}]})");
+  const auto key =
+      errors(with_auth("      jwt: {algorithms: [ES256], jwks_file: " + bad_key + "}"));
+  ASSERT_EQ(key.size(), 1u);
+  EXPECT_NE(key[0].find("routes[0].auth.jwt.jwks_file: '" + bad_key +
+                        "' is not a usable JWK Set: keys[1]: missing 'y'"),
+            std::string::npos)
+      << key[0];
 }
 
 TEST(Config, LoadFileReportsAnUnreadableFile) {

@@ -50,6 +50,18 @@ inline constexpr std::string_view kBadClientKey = "bad_client_key";
 
 // Optional per-route filters.
 inline constexpr std::string_view kBlockedPattern = "blocked_pattern";
+// Authentication (routes[].auth.jwt, filters/jwt): 401 without a token, 403 for a token that is
+// refused, each refusal with its own reason.
+inline constexpr std::string_view kJwtMissing = "jwt_missing";
+inline constexpr std::string_view kJwtMalformed = "jwt_malformed";
+inline constexpr std::string_view kJwtAlgorithm = "jwt_algorithm";
+inline constexpr std::string_view kJwtUnknownKey = "jwt_unknown_key";
+inline constexpr std::string_view kJwtSignature = "jwt_signature";
+inline constexpr std::string_view kJwtExpired = "jwt_expired";
+inline constexpr std::string_view kJwtNotYetValid = "jwt_not_yet_valid";
+inline constexpr std::string_view kJwtIssuer = "jwt_issuer";
+inline constexpr std::string_view kJwtAudience = "jwt_audience";
+inline constexpr std::string_view kJwtMissingClaim = "jwt_missing_claim";
 inline constexpr std::string_view kFaultAbort = "fault_abort";
 
 // Call policies.

@@ -34,6 +34,10 @@ Counter& RouteMetrics::stream_abort(std::string_view reason) {
   return aborts_family->with({name, reason});
 }
 
+Counter& RouteMetrics::auth_result(std::string_view result) {
+  return auth_family->with({name, result});
+}
+
 GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_(registry) {
   auto& r = registry_;
   listener_connections_active_ = &r.gauge("bulwark_listener_connections_active",
@@ -88,6 +92,10 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
   route_faults_ =
       &r.counter("bulwark_route_faults_total",
                  "Faults injected into the route's requests, by fault.", {"route", "fault"});
+  auth_results_ = &r.counter(
+      "bulwark_auth_results_total",
+      "Authentication decisions on routes with auth, by result (ok or the refusal's reason).",
+      {"route", "result"});
   endpoint_requests_ = &r.counter("bulwark_endpoint_requests_total",
                                   "Requests sent to the endpoint, by status class of the response.",
                                   {"cluster", "endpoint", "class"});
@@ -183,6 +191,7 @@ RouteMetrics& GatewayMetrics::route(const std::string& name) {
     m.request_bytes = &route_request_bytes_->with({name});
     m.response_bytes = &route_response_bytes_->with({name});
     m.aborts_family = route_stream_aborts_;
+    m.auth_family = auth_results_;
     m.retries = &route_retries_->with({name});
     m.fallbacks = &route_fallbacks_->with({name});
     m.hedges = &route_hedges_->with({name});

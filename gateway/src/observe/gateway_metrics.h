@@ -28,6 +28,9 @@
 //                                                                       (pattern: sqli | xss)
 //   bulwark_route_faults_total{route,fault}                    counter  injected faults
 //                                                                       (fault: abort | delay)
+//   bulwark_auth_results_total{route,result}                   counter  JWT decisions on routes
+//                                                                       with auth (result: ok or
+//                                                                       the jwt_* reason)
 //   bulwark_endpoint_requests_total{cluster,endpoint,class}    counter
 //   bulwark_endpoint_request_duration_seconds{cluster,endpoint} histogram
 //   bulwark_endpoint_requests_active{cluster,endpoint}         gauge
@@ -131,6 +134,10 @@ struct RouteMetrics {
   std::array<Counter*, 5> retries_denied{};
   std::array<Counter*, 2> blocked{};  // by kBlockedPatterns order: sqli, xss
   std::array<Counter*, 2> faults{};   // by kFaults order: abort, delay
+  // The series of one authentication result; creates it on first use (a route with auth
+  // resolves all of its results when its filter is built).
+  Counter& auth_result(std::string_view result);
+  bulwark::observe::Family<Counter>* auth_family = nullptr;
 };
 
 inline constexpr std::array<std::string_view, 2> kBlockedPatterns{"sqli", "xss"};
@@ -237,6 +244,7 @@ class GatewayMetrics {
   FamilyPtr<Counter> route_retries_denied_;
   FamilyPtr<Counter> route_blocked_;
   FamilyPtr<Counter> route_faults_;
+  FamilyPtr<Counter> auth_results_;
   FamilyPtr<Counter> endpoint_requests_;
   FamilyPtr<Histogram> endpoint_duration_;
   FamilyPtr<Gauge> endpoint_active_;

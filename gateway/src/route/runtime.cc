@@ -5,6 +5,7 @@
 #include "filters/cluster_limit/cluster_limit.h"
 #include "filters/concurrency_limit/concurrency_limit.h"
 #include "filters/fault/fault.h"
+#include "filters/jwt/jwt.h"
 #include "filters/rate_limit/rate_limit.h"
 #include "filters/retry/retry.h"
 
@@ -52,9 +53,9 @@ void add_if(filter::FilterChain& chain, std::unique_ptr<Filter> filter) {
 }
 
 // The route's chain, in the order of docs/architecture.md: overload shedding by the route's
-// priority, block patterns, the cluster's concurrency limit, the route's rate limit and fault
-// injection; then retry and the cluster's breaker (the breaker last: it is the only call
-// policy that refuses an attempt).
+// priority, block patterns, JWT authentication, the cluster's concurrency limit (and queue), the
+// route's rate limit and fault injection; then retry and the cluster's breaker (the breaker last:
+// it is the only call policy that refuses an attempt).
 std::unique_ptr<filter::FilterChain> route_chain(const config::Config& config,
                                                  const config::Route& route,
                                                  const RouteRuntime& runtime,
@@ -63,6 +64,7 @@ std::unique_ptr<filter::FilterChain> route_chain(const config::Config& config,
   auto chain = std::make_unique<filter::FilterChain>();
   chain->add(filters::bind_overload(route, shared.overload));
   add_if(*chain, filters::bind_block_patterns(route, metrics));
+  add_if(*chain, filters::bind_jwt(route, metrics));
   chain->add(filters::bind_cluster_limit(cluster.bulkhead, *cluster.metrics));
   add_if(*chain,
          filters::bind_route_rate_limit(route, config.redis, shared.policies, shared.metrics));
