@@ -11,7 +11,7 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   clang clang-format clang-tidy libclang-rt-14-dev
   nginx-light haproxy redis-server wrk varnish prometheus
-  curl procps psmisc python3
+  curl procps psmisc python3 openssl
   heaptrack valgrind strace
 )
 
