@@ -566,7 +566,10 @@ class Nginx:
 
     BIG_BYTES = 4 * 1024 * 1024
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, tls=None):
+        """`tls`: (cert, key) files: the server speaks HTTPS, and /tls answers with the SNI it
+        got, its connection number and whether the TLS session was resumed."""
+        self.tls = tls
         self.dir = os.path.join(workdir, "nginx")
         os.makedirs(os.path.join(self.dir, "www"), exist_ok=True)
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
@@ -595,8 +598,13 @@ http {
   default_type application/octet-stream;
   keepalive_requests 10000;
   server {
-    listen 127.0.0.1:%(port)d;
+    listen 127.0.0.1:%(port)d%(ssl)s;
+    %(certs)s
     root %(d)s/www;
+    location /tls {
+      default_type text/plain;
+      return 200 "sni=$ssl_server_name;conn=$connection;reused=$ssl_session_reused\\n";
+    }
     location / { }
     location /big { alias %(d)s/www/big.bin; }
     location /hdr {
@@ -605,7 +613,9 @@ http {
     }
   }
 }
-""" % {"d": d, "port": port,
+""" % {"d": d, "port": port, "ssl": " ssl" if self.tls else "",
+       "certs": ("ssl_certificate %s; ssl_certificate_key %s; keepalive_timeout 60s;"
+                 % self.tls) if self.tls else "",
        "rid": "rid=$http_x_request_id;uri=$request_uri;host=$http_host\\n"}
 
     def start(self):
@@ -653,6 +663,48 @@ http {
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
+
+
+# ---- a test CA (openssl command line) ------------------------------------------------------------
+OPENSSL = shutil.which("openssl") or ""
+
+
+class TestCA:
+    """A certificate authority made for one test with the openssl command line: issue() makes a
+    certificate (and key) for DNS names and IP addresses, signed by the CA."""
+
+    def __init__(self, workdir, name="Bulwark Test CA"):
+        if not OPENSSL:
+            raise unittest.SkipTest("the openssl command line is not installed")
+        self.dir = os.path.join(workdir, "ca-" + re.sub(r"\W+", "-", name).lower())
+        os.makedirs(self.dir, exist_ok=True)
+        self.key = os.path.join(self.dir, "ca.key")
+        self.cert = os.path.join(self.dir, "ca.pem")
+        self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "2",
+                  "-subj", "/CN=" + name)
+
+    def _run(self, *args):
+        r = subprocess.run([OPENSSL] + list(args), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError("openssl %s: %s" % (args[0], r.stderr.decode(errors="replace")))
+        return r.stdout
+
+    def issue(self, name, dns=(), ips=(), client=False):
+        """(cert, key) files for CN=name with the given subjectAltNames."""
+        base = os.path.join(self.dir, re.sub(r"\W+", "-", name))
+        key, csr, cert, ext = base + ".key", base + ".csr", base + ".pem", base + ".ext"
+        self._run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                  "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
+        sans = ["DNS:" + d for d in dns] + ["IP:" + i for i in ips]
+        with open(ext, "w") as f:
+            if sans:
+                f.write("subjectAltName=%s\n" % ",".join(sans))
+            f.write("extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+        self._run("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
+                  "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+        return cert, key
 
 
 # ---- redis ---------------------------------------------------------------------------------------
@@ -788,8 +840,8 @@ class GatewayTest(unittest.TestCase):
         self.addCleanup(up.close)
         return up
 
-    def start_nginx(self):
-        ng = Nginx(self.tmp)
+    def start_nginx(self, tls=None):
+        ng = Nginx(self.tmp, tls)
         self.addCleanup(ng.stop)
         return ng.start()
 

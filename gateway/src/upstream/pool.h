@@ -57,14 +57,14 @@ class EndpointPool {
   // the next connection's handshake; null when none.
   SSL_SESSION* tls_session() const noexcept { return session_; }
   void keep_tls_session(SSL* ssl) noexcept {
-    SSL_SESSION* s = SSL_get1_session(ssl);
-    if (s == nullptr) return;
-    if (SSL_SESSION_is_resumable(s) != 1 || s == session_) {
-      SSL_SESSION_free(s);
-      return;
-    }
+    SSL_SESSION* current = SSL_get0_session(ssl);
+    if (current == nullptr || SSL_SESSION_is_resumable(current) != 1) return;
+    // A copy: OpenSSL marks a connection's own session unusable when the connection is freed
+    // without a TLS shutdown, which is how pooled connections end.
+    SSL_SESSION* copy = SSL_SESSION_dup(current);
+    if (copy == nullptr) return;
     if (session_ != nullptr) SSL_SESSION_free(session_);
-    session_ = s;
+    session_ = copy;
   }
 
   void bind_metrics(observe::EndpointMetrics* m) noexcept { metrics_ = m; }
