@@ -110,5 +110,8 @@ class BulkheadStage::Run final : public StageRun {
 };
 
 std::unique_ptr<StageRun> BulkheadStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t BulkheadStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t BulkheadStage::run_align() const noexcept { return alignof(Run); }
+StageRun* BulkheadStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 }  // namespace bulwark::limit

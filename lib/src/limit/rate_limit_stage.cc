@@ -35,6 +35,9 @@ RateLimitStage::RateLimitStage(RateLimiter& limiter, uint64_t permits)
 }
 
 std::unique_ptr<StageRun> RateLimitStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t RateLimitStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t RateLimitStage::run_align() const noexcept { return alignof(Run); }
+StageRun* RateLimitStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 RateLimitStage::Stats RateLimitStage::stats() const noexcept {
   const uint64_t admitted = admitted_.value();

@@ -372,6 +372,110 @@ TEST(Pipeline, SeededJitterIsReproducible) {
   EXPECT_EQ(run_once(), run_once());
 }
 
+// Logs every step of its runs, to pin when executors construct, enter, leave, abandon and
+// destroy them. `in_place` chooses between start_in() and start().
+class TracingStage final : public Stage {
+ public:
+  TracingStage(std::string name, std::vector<std::string>& log, bool in_place = true,
+               bool throw_on_enter = false)
+      : name_(std::move(name)), log_(log), in_place_(in_place), throw_(throw_on_enter) {}
+
+  class Run final : public StageRun {
+   public:
+    explicit Run(const TracingStage& s) : s_(s) { s_.log("ctor"); }
+    ~Run() override { s_.log("dtor"); }
+    Step enter(CallContext&, TimePoint) override {
+      s_.log("enter");
+      if (s_.throw_) throw std::runtime_error("enter");
+      return Step::proceed();
+    }
+    Step leave(CallContext&, AttemptResult r, TimePoint) override {
+      s_.log("leave");
+      return Step::finish(r);
+    }
+    void abandon() noexcept override { s_.log("abandon"); }
+
+   private:
+    const TracingStage& s_;
+  };
+
+  std::unique_ptr<StageRun> start() const override { return std::make_unique<Run>(*this); }
+  std::size_t run_size() const noexcept override { return in_place_ ? sizeof(Run) : 0; }
+  std::size_t run_align() const noexcept override { return alignof(Run); }
+  StageRun* start_in(void* p) const override { return emplace_run<Run>(p, *this); }
+  std::string_view kind() const noexcept override { return "tracing"; }
+
+ private:
+  void log(const char* what) const { log_.push_back(std::string(what) + " " + name_); }
+  std::string name_;
+  std::vector<std::string>& log_;
+  bool in_place_;
+  bool throw_;
+};
+
+using Log = std::vector<std::string>;
+
+TEST(PipelineRuns, AStageInsideRetryGetsAFreshRunPerAttempt) {
+  for (bool in_place : {true, false}) {
+    SCOPED_TRACE(in_place ? "in place" : "heap");
+    ManualClock clock;
+    Log log;
+    auto p = Pipeline::Builder(clock)
+                 .stage(std::make_shared<TracingStage>("A", log, in_place))
+                 .retry(no_jitter(3, 1ms, 1ms))
+                 .stage(std::make_shared<TracingStage>("B", log, in_place))
+                 .build();
+    int calls = 0;
+    auto r = p.execute([&]() -> Result<int> {
+      log.push_back("call");
+      return ++calls < 2 ? fail() : Result<int>(calls);
+    });
+    ASSERT_TRUE(r);
+    EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "call", "leave B", "dtor B",
+                        "ctor B", "enter B", "call", "leave B", "dtor B", "leave A", "dtor A"}));
+  }
+}
+
+TEST(PipelineRuns, AnExceptionFromTheCallAbandonsEveryStageInnermostFirst) {
+  for (bool in_place : {true, false}) {
+    SCOPED_TRACE(in_place ? "in place" : "heap");
+    ManualClock clock;
+    Log log;
+    auto p = Pipeline::Builder(clock)
+                 .stage(std::make_shared<TracingStage>("A", log, in_place))
+                 .stage(std::make_shared<TracingStage>("B", log, in_place))
+                 .build();
+    // Pipeline::run is the untyped core: the call's exception is not caught for it.
+    EXPECT_THROW(
+        (void)p.run({}, [](CallContext&) -> AttemptResult { throw std::logic_error("x"); }),
+        std::logic_error);
+    EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "abandon B", "dtor B",
+                        "abandon A", "dtor A"}));
+  }
+}
+
+TEST(PipelineRuns, AnExceptionFromAStageAbandonsTheStagesOutsideIt) {
+  ManualClock clock;
+  Log log;
+  auto p = Pipeline::Builder(clock)
+               .stage(std::make_shared<TracingStage>("A", log))
+               .stage(std::make_shared<TracingStage>("B", log, false, /*throw_on_enter=*/true))
+               .build();
+  EXPECT_THROW((void)p.execute([] { return 1; }), std::runtime_error);
+  EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "dtor B", "abandon A", "dtor A"}));
+}
+
+TEST(PipelineRuns, CallStorageHoldsEveryInPlaceRun) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", {}, clock);
+  auto empty = Pipeline::Builder(clock).build();
+  auto full =
+      Pipeline::Builder(clock).timeout(1s).retry(no_jitter(2)).circuit_breaker(breaker).build();
+  EXPECT_GT(full.call_storage_size(), empty.call_storage_size());
+  EXPECT_EQ(full.call_storage_size() % full.call_storage_align(), 0u);
+  EXPECT_LE(full.call_storage_size(), Pipeline::kInlineCallStorage);
+}
+
 TEST(PipelineBuilder, RejectsBadStages) {
   ManualClock clock;
   Pipeline::Builder b(clock);

@@ -37,6 +37,9 @@ TimeoutStage::TimeoutStage(Duration timeout) : timeout_(timeout) {
 }
 
 std::unique_ptr<StageRun> TimeoutStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t TimeoutStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t TimeoutStage::run_align() const noexcept { return alignof(Run); }
+StageRun* TimeoutStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 // ---------------------------------------------------------------------------------------------
 // RetryStage
@@ -127,6 +130,9 @@ RetryStage::RetryStage(retry::RetryPolicy policy, retry::RetryBudget* budget,
     : policy_(std::move(policy)), budget_(budget), seed_(seed) {}
 
 std::unique_ptr<StageRun> RetryStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t RetryStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t RetryStage::run_align() const noexcept { return alignof(Run); }
+StageRun* RetryStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 RetryStage::Stats RetryStage::stats() const noexcept {
   return {calls_.value(), retries_.value(), exhausted_.value(), budget_exhausted_.value(),
@@ -176,5 +182,8 @@ class BreakerStage::Run final : public StageRun {
 };
 
 std::unique_ptr<StageRun> BreakerStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t BreakerStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t BreakerStage::run_align() const noexcept { return alignof(Run); }
+StageRun* BreakerStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 }  // namespace bulwark

@@ -52,6 +52,9 @@ class BulkheadStage final : public Stage {
   explicit BulkheadStage(Bulkhead& bulkhead, BulkheadStageOptions options = {})
       : bulkhead_(bulkhead), options_(options) {}
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "bulkhead"; }
   Bulkhead& bulkhead() const noexcept { return bulkhead_; }
   const BulkheadStageOptions& options() const noexcept { return options_; }

@@ -53,6 +53,9 @@ class RateLimitStage final : public Stage {
   explicit RateLimitStage(RateLimiter& limiter, uint64_t permits = 1);
 
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "rate_limit"; }
 
   RateLimiter& limiter() const noexcept { return limiter_; }

@@ -36,6 +36,9 @@ class TimeoutStage final : public Stage {
  public:
   explicit TimeoutStage(Duration timeout);  // std::invalid_argument if timeout <= 0
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "timeout"; }
   Duration timeout() const noexcept { return timeout_; }
 
@@ -59,6 +62,9 @@ class RetryStage final : public Stage {
   RetryStage(retry::RetryPolicy policy, retry::RetryBudget* budget = nullptr,
              std::optional<uint64_t> seed = std::nullopt);
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "retry"; }
   const retry::RetryPolicy& policy() const noexcept { return policy_; }
 
@@ -86,6 +92,9 @@ class BreakerStage final : public Stage {
  public:
   explicit BreakerStage(circuit::CircuitBreaker& breaker) : breaker_(breaker) {}
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "circuit_breaker"; }
   circuit::CircuitBreaker& breaker() const noexcept { return breaker_; }
 
