@@ -27,12 +27,13 @@ void report(const circuit::CircuitBreaker& breaker, MetricsSink& sink) {
   const std::string_view name = breaker.name();
   constexpr std::string_view kCallsHelp =
       "Calls through the circuit breaker by how they ended (outcomes partition the attempts).";
-  const std::array<std::pair<std::string_view, uint64_t>, 5> outcomes = {{
+  const std::array<std::pair<std::string_view, uint64_t>, 6> outcomes = {{
       {"success", st.successes},
       {"failure", st.failures},
       {"rejected", st.rejected},
       {"dropped_stale", st.dropped_stale},
       {"released", st.released},
+      {"ignored", st.ignored},
   }};
   for (const auto& [outcome, value] : outcomes) {
     sink.counter(kBreakerCalls, kCallsHelp, {{"breaker", name}, {"outcome", outcome}}, d(value));

@@ -60,10 +60,11 @@ TEST(PolicyMetrics, BreakerSeriesFollowARealBreakerThroughItsStates) {
   {
     SnapshotSink s;
     report(breaker, s);
-    // 5 outcomes + slow + 6 states + transitions.
-    EXPECT_EQ(s.samples().size(), 13u);
+    // 6 outcomes + slow + 6 states + transitions.
+    EXPECT_EQ(s.samples().size(), 14u);
     expect_state(s, "users", State::closed);
-    for (const char* o : {"success", "failure", "rejected", "dropped_stale", "released"}) {
+    for (const char* o :
+         {"success", "failure", "rejected", "dropped_stale", "released", "ignored"}) {
       EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", o}}), 0.0) << o;
     }
   }
@@ -75,7 +76,8 @@ TEST(PolicyMetrics, BreakerSeriesFollowARealBreakerThroughItsStates) {
   breaker.on_success(a.permit, clock.now());  // slow: 2 s > 1 s
   auto b = breaker.try_acquire(clock.now());
   breaker.release(b.permit);
-  auto late = breaker.try_acquire(clock.now());  // still running when the breaker trips
+  breaker.ignore(breaker.try_acquire(clock.now()).permit);  // e.g. a 429: not counted
+  auto late = breaker.try_acquire(clock.now());             // still running when the breaker trips
   for (int i = 0; i < 3; ++i) {
     auto p = breaker.try_acquire(clock.now());
     ASSERT_TRUE(p.allowed);
@@ -90,6 +92,7 @@ TEST(PolicyMetrics, BreakerSeriesFollowARealBreakerThroughItsStates) {
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "success"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "failure"}}), 3.0);
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "released"}}), 1.0);
+    EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "ignored"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "rejected"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerSlowCalls, {{"breaker", "users"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerTransitions, {{"breaker", "users"}}), 1.0);
@@ -209,8 +212,8 @@ TEST(PolicyMetrics, EveryDocumentedSeriesPassesPromtoolThroughARegistry) {
   ScrapeStats stats;
   const std::string text = to_prometheus_text(registry, &stats);
   EXPECT_EQ(stats.dropped, 0u) << stats.first_error;
-  // 13 series per breaker, 4 budget, 5 retry, 2 timeout, 1 registry.
-  EXPECT_EQ(stats.series, 13u * 2 + 4 + 5 + 2 + 1);
+  // 14 series per breaker, 4 budget, 5 retry, 2 timeout, 1 registry.
+  EXPECT_EQ(stats.series, 14u * 2 + 4 + 5 + 2 + 1);
   for (std::string_view name :
        {kBreakerCalls, kBreakerSlowCalls, kBreakerState, kBreakerTransitions, kRetryBudgetRequests,
         kRetryBudgetRetries, kRetryBudgetAllowed, kRetryBudgetExhausted, kRetryCalls, kRetryRetries,

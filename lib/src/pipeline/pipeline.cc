@@ -336,8 +336,16 @@ Pipeline::Builder& Pipeline::Builder::retry(retry::RetryOptions options, retry::
   return *this;
 }
 
-Pipeline::Builder& Pipeline::Builder::circuit_breaker(circuit::CircuitBreaker& breaker) {
-  stages_.push_back(std::make_shared<BreakerStage>(breaker));
+Pipeline::Builder& Pipeline::Builder::retry(retry::RetryOptions options,
+                                            RetryStageOptions stage_options) {
+  stages_.push_back(std::make_shared<RetryStage>(retry::RetryPolicy(std::move(options)),
+                                                 std::move(stage_options)));
+  return *this;
+}
+
+Pipeline::Builder& Pipeline::Builder::circuit_breaker(circuit::CircuitBreaker& breaker,
+                                                      BreakerStageOptions options) {
+  stages_.push_back(std::make_shared<BreakerStage>(breaker, std::move(options)));
   return *this;
 }
 

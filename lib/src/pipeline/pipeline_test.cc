@@ -372,6 +372,120 @@ TEST(Pipeline, SeededJitterIsReproducible) {
   EXPECT_EQ(run_once(), run_once());
 }
 
+// --- per-stage judgement: a 429 retried without counting against the breaker -----------------
+
+// An HTTP-like reply: 429 carries a status the stages can judge by.
+struct Reply {
+  uint32_t status;
+};
+
+Classification classify_reply(const Result<Reply>& r) {
+  if (!r) return {Outcome::retryable_failure};
+  if (r->status == 429) return {Outcome::retryable_failure, std::nullopt, 429};
+  if (r->status >= 500) return {Outcome::retryable_failure, std::nullopt, r->status};
+  return {Outcome::success, std::nullopt, r->status};
+}
+
+BreakerVerdict ignore_429(const AttemptResult& r) {
+  return r.status == 429 ? BreakerVerdict::ignore : default_breaker_verdict(r);
+}
+
+TEST(PipelineJudge, A429IsRetriedAndTheBreakerCountsNothingForIt) {
+  ManualClock clock;
+  auto bo = small_breaker();
+  bo.consecutive_failures = 2;  // two counted failures in a row would open it
+  CircuitBreaker breaker("b", bo, clock);
+  auto p = Pipeline::Builder(clock)
+               .retry(no_jitter(3, 1ms, 1ms))
+               .circuit_breaker(breaker, {.judge = ignore_429})
+               .build();
+  int calls = 0;
+  ExecutionInfo info;
+  auto r = p.execute_classified([&] { return Result<Reply>(Reply{++calls < 3 ? 429u : 200u}); },
+                                classify_reply, {.info = &info});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(info.attempts, 3u);  // both 429s were retried
+  const circuit::BreakerStats st = breaker.stats();
+  EXPECT_EQ(st.ignored, 2u);
+  EXPECT_EQ(st.failures, 0u);
+  EXPECT_EQ(st.successes, 1u);
+  EXPECT_EQ(breaker.window(clock.now()).calls, 1u);
+  EXPECT_EQ(breaker.state(), State::closed);
+}
+
+TEST(PipelineJudge, WithoutAJudgeEveryRetryableFailureCountsAsBefore) {
+  ManualClock clock;
+  auto bo = small_breaker();
+  bo.consecutive_failures = 2;
+  CircuitBreaker breaker("b", bo, clock);
+  auto p = Pipeline::Builder(clock).retry(no_jitter(3, 1ms, 1ms)).circuit_breaker(breaker).build();
+  int calls = 0;
+  auto r = p.execute_classified([&] { return Result<Reply>(Reply{++calls < 3 ? 429u : 200u}); },
+                                classify_reply);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::circuit_open);  // two failures opened it before the third try
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(breaker.stats().failures, 2u);
+  EXPECT_EQ(breaker.stats().ignored, 0u);
+  EXPECT_EQ(breaker.state(), State::open);
+}
+
+TEST(PipelineJudge, TheBreakerJudgeCanCountWhatTheClassifierCallsASuccess) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", small_breaker(), clock);
+  auto p = Pipeline::Builder(clock)
+               .circuit_breaker(breaker, {.judge =
+                                              [](const AttemptResult& r) {
+                                                return r.status == 299 ? BreakerVerdict::failure
+                                                                       : default_breaker_verdict(r);
+                                              }})
+               .build();
+  auto r = p.execute_classified([] { return Result<Reply>(Reply{299}); }, classify_reply);
+  ASSERT_TRUE(r);  // the caller still gets the reply: the judge is the breaker's alone
+  EXPECT_EQ(breaker.stats().failures, 1u);
+}
+
+TEST(PipelineJudge, TheRetryJudgeRetriesWhatTheClassifierCallsFinal) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", small_breaker(), clock);
+  // The classifier says 429 is the caller's fault (not retried, a success for breakers).
+  auto classify = [](const Result<Reply>& r) {
+    return r->status == 429 ? Classification{Outcome::caller_error, std::nullopt, 429}
+                            : Classification{Outcome::success, std::nullopt, r->status};
+  };
+  auto retry_429 = [](const AttemptResult& r) {
+    return r.status == 429 ? Outcome::retryable_failure : r.outcome;
+  };
+  for (bool judged : {false, true}) {
+    SCOPED_TRACE(judged ? "with judge" : "without");
+    RetryStageOptions so;
+    if (judged) so.judge = retry_429;
+    auto p = Pipeline::Builder(clock).retry(no_jitter(3, 1ms, 1ms), so).build();
+    int calls = 0;
+    ExecutionInfo info;
+    auto r = p.execute_classified([&] { return Result<Reply>(Reply{++calls < 3 ? 429u : 200u}); },
+                                  classify, {.info = &info});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, judged ? 200u : 429u);
+    EXPECT_EQ(info.attempts, judged ? 3u : 1u);
+    // The result passed on keeps the classifier's judgement.
+    EXPECT_EQ(info.outcome, judged ? Outcome::success : Outcome::caller_error);
+  }
+}
+
+TEST(PipelineJudge, RetryStageOptionsCarryBudgetAndSeed) {
+  ManualClock clock;
+  retry::RetryBudget budget({.ratio = 0.0, .min_per_second = 0.1, .window = 10s});  // 1 retry
+  auto p = Pipeline::Builder(clock)
+               .retry(no_jitter(5, 1ms, 1ms), {.budget = &budget, .seed = 7})
+               .build();
+  ExecutionInfo info;
+  (void)p.execute([] { return fail(); }, {.info = &info});
+  EXPECT_EQ(info.attempts, 2u);
+  EXPECT_EQ(info.policy_reason, errc::budget_exhausted);
+}
+
 // Logs every step of its runs, to pin when executors construct, enter, leave, abandon and
 // destroy them. `in_place` chooses between start_in() and start().
 class TracingStage final : public Stage {

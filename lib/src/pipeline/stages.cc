@@ -82,7 +82,8 @@ class RetryStage::Run final : public StageRun {
   }
 
   Step leave(CallContext& ctx, AttemptResult result, TimePoint now) override {
-    const auto decision = attempts_->on_outcome(result.outcome, now, rng_, result.retry_after);
+    const Outcome judged = stage_.judge_ ? stage_.judge_(result) : result.outcome;
+    const auto decision = attempts_->on_outcome(judged, now, rng_, result.retry_after);
     switch (decision.action) {
       case retry::RetryAction::done:
         return Step::finish(std::move(result));
@@ -129,6 +130,12 @@ RetryStage::RetryStage(retry::RetryPolicy policy, retry::RetryBudget* budget,
                        std::optional<uint64_t> seed)
     : policy_(std::move(policy)), budget_(budget), seed_(seed) {}
 
+RetryStage::RetryStage(retry::RetryPolicy policy, RetryStageOptions options)
+    : policy_(std::move(policy)),
+      budget_(options.budget),
+      seed_(options.seed),
+      judge_(std::move(options.judge)) {}
+
 std::unique_ptr<StageRun> RetryStage::start() const { return std::make_unique<Run>(*this); }
 std::size_t RetryStage::run_size() const noexcept { return sizeof(Run); }
 std::size_t RetryStage::run_align() const noexcept { return alignof(Run); }
@@ -162,7 +169,17 @@ class BreakerStage::Run final : public StageRun {
       if (!result.from_call && result.error == errc::cancelled) {
         stage_.breaker_.release(*permit_);
       } else {
-        stage_.breaker_.record(*permit_, result.outcome, now);
+        switch (stage_.judge_ ? stage_.judge_(result) : default_breaker_verdict(result)) {
+          case BreakerVerdict::success:
+            stage_.breaker_.on_success(*permit_, now);
+            break;
+          case BreakerVerdict::failure:
+            stage_.breaker_.on_failure(*permit_, now);
+            break;
+          case BreakerVerdict::ignore:
+            stage_.breaker_.ignore(*permit_);
+            break;
+        }
       }
       permit_.reset();
     }

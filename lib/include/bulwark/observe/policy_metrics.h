@@ -14,7 +14,8 @@
 // The series (names, types and labels are stable; docs/observability.md has the table):
 //
 //   bulwark_breaker_calls_total{breaker, outcome}        counter  outcome = success | failure |
-//                                                         rejected | dropped_stale | released
+//                                                         rejected | dropped_stale | released |
+//                                                         ignored
 //       Calls by how they ended. The outcomes partition the calls attempted: once every permit
 //       has been returned, their sum is the number of try_acquire calls.
 //   bulwark_breaker_slow_calls_total{breaker}            counter  successes and failures slower

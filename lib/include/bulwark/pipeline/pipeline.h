@@ -330,7 +330,11 @@ class Pipeline::Builder {
   // `seed` makes jitter reproducible (tests); leave it empty in production.
   Builder& retry(retry::RetryOptions options, retry::RetryBudget* budget = nullptr,
                  std::optional<uint64_t> seed = std::nullopt);
-  Builder& circuit_breaker(circuit::CircuitBreaker& breaker);
+  // The same with the stage's options (budget, seed, judge: see stages.h).
+  Builder& retry(retry::RetryOptions options, RetryStageOptions stage_options);
+  // `options.judge` re-judges results for this breaker only (BreakerVerdict::ignore: counted
+  // neither as a success nor as a failure).
+  Builder& circuit_breaker(circuit::CircuitBreaker& breaker, BreakerStageOptions options = {});
   // Any other stage (e.g. a user's own policy).
   Builder& stage(std::shared_ptr<const Stage> stage);
 
