@@ -349,6 +349,12 @@ Pipeline::Builder& Pipeline::Builder::circuit_breaker(circuit::CircuitBreaker& b
   return *this;
 }
 
+Pipeline::Builder& Pipeline::Builder::keyed_rate_limit(limit::KeyedLimiter& limiter,
+                                                       limit::KeyedRateLimitStageOptions options) {
+  stages_.push_back(std::make_shared<limit::KeyedRateLimitStage>(limiter, std::move(options)));
+  return *this;
+}
+
 Pipeline::Builder& Pipeline::Builder::stage(std::shared_ptr<const Stage> stage) {
   if (!stage) throw std::invalid_argument("pipeline stage: null");
   stages_.push_back(std::move(stage));

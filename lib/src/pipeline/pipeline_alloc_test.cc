@@ -168,6 +168,18 @@ TEST(PipelineAllocations, SyncEachBuiltInStageAloneAllocatesNothing) {
   }
 }
 
+TEST(PipelineAllocations, SyncKeyedRateLimitAllocatesNothingOnceTheKeyExists) {
+  SKIP_UNDER_SANITIZERS();
+  ManualClock clock;
+  limit::KeyedLimiter limiter({.rate = limit::Rate::per_second(1e6), .burst = 1000000});
+  auto p = Pipeline::Builder(clock).keyed_rate_limit(limiter).retry(retry_options()).build();
+  EXPECT_EQ(allocations_per_call([&] {
+              clock.advance(1ms);
+              ASSERT_TRUE(p.execute([] { return 1; }, {.key = "client-1"}));
+            }),
+            0.0);
+}
+
 // A stage written against start() only keeps working; each of its runs is one allocation.
 class HeapStage final : public Stage {
   class Run final : public StageRun {

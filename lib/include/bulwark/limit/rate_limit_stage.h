@@ -19,8 +19,8 @@
 // (Outcome::final_failure is a breaker failure) and could open because of the limiter.
 //
 // The limiter is shared by every call through the stage (and may be shared with other
-// stages). For one limit per client or per key, call KeyedLimiter directly where the key is
-// known (e.g. the gateway's request filter) rather than in a pipeline, whose calls carry no key.
+// stages). For one limit per client or per key, use KeyedRateLimitStage
+// (keyed_rate_limit_stage.h), which limits each call under its ExecuteOptions::key.
 //
 // Thread-safety: the stage is immutable apart from its striped statistics; share it freely.
 // The limiter must outlive every pipeline that uses the stage.

@@ -60,6 +60,7 @@
 #include "bulwark/core/clock.h"
 #include "bulwark/core/error.h"
 #include "bulwark/core/function_ref.h"
+#include "bulwark/limit/keyed_rate_limit_stage.h"
 #include "bulwark/pipeline/stage.h"
 #include "bulwark/pipeline/stages.h"
 
@@ -335,6 +336,10 @@ class Pipeline::Builder {
   // `options.judge` re-judges results for this breaker only (BreakerVerdict::ignore: counted
   // neither as a success nor as a failure).
   Builder& circuit_breaker(circuit::CircuitBreaker& breaker, BreakerStageOptions options = {});
+  // One rate limit per call key (ExecuteOptions::key): limit::KeyedRateLimitStage. Refuses with
+  // errc::rate_limited and the key's retry_after; keyless calls per options.missing_key.
+  Builder& keyed_rate_limit(limit::KeyedLimiter& limiter,
+                            limit::KeyedRateLimitStageOptions options = {});
   // Any other stage (e.g. a user's own policy).
   Builder& stage(std::shared_ptr<const Stage> stage);
 
