@@ -34,6 +34,9 @@ RateLimitStage::RateLimitStage(RateLimiter& limiter, uint64_t permits)
   }
 }
 
+RateLimitStage::RateLimitStage(RateLimiter& limiter, RateLimitStageOptions options)
+    : RateLimitStage(limiter, options.permits) {}
+
 std::unique_ptr<StageRun> RateLimitStage::start() const { return std::make_unique<Run>(*this); }
 std::size_t RateLimitStage::run_size() const noexcept { return sizeof(Run); }
 std::size_t RateLimitStage::run_align() const noexcept { return alignof(Run); }

@@ -349,6 +349,18 @@ Pipeline::Builder& Pipeline::Builder::circuit_breaker(circuit::CircuitBreaker& b
   return *this;
 }
 
+Pipeline::Builder& Pipeline::Builder::bulkhead(limit::Bulkhead& bulkhead,
+                                               limit::BulkheadStageOptions options) {
+  stages_.push_back(std::make_shared<limit::BulkheadStage>(bulkhead, options));
+  return *this;
+}
+
+Pipeline::Builder& Pipeline::Builder::rate_limit(limit::RateLimiter& limiter,
+                                                 limit::RateLimitStageOptions options) {
+  stages_.push_back(std::make_shared<limit::RateLimitStage>(limiter, std::move(options)));
+  return *this;
+}
+
 Pipeline::Builder& Pipeline::Builder::keyed_rate_limit(limit::KeyedLimiter& limiter,
                                                        limit::KeyedRateLimitStageOptions options) {
   stages_.push_back(std::make_shared<limit::KeyedRateLimitStage>(limiter, std::move(options)));

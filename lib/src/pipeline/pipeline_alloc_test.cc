@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "bulwark/limit/token_bucket.h"
 #include "bulwark/pipeline/pipeline.h"
 #include "bulwark/testing/manual_clock.h"
 
@@ -176,6 +177,47 @@ TEST(PipelineAllocations, SyncKeyedRateLimitAllocatesNothingOnceTheKeyExists) {
   EXPECT_EQ(allocations_per_call([&] {
               clock.advance(1ms);
               ASSERT_TRUE(p.execute([] { return 1; }, {.key = "client-1"}));
+            }),
+            0.0);
+}
+
+TEST(PipelineAllocations, SyncEveryBuiltInStageTogetherAllocatesNothing) {
+  SKIP_UNDER_SANITIZERS();
+  ManualClock clock;
+  circuit::CircuitBreaker breaker("b", {}, clock);
+  limit::Bulkhead bulkhead("db", {.max_concurrent = 8}, clock);
+  limit::TokenBucket bucket({.rate = limit::Rate::per_second(1e6), .burst = 1000000});
+  limit::KeyedLimiter keyed({.rate = limit::Rate::per_second(1e6), .burst = 1000000});
+  auto p = Pipeline::Builder(clock)
+               .fallback([] { return -1; })
+               .keyed_rate_limit(keyed)
+               .rate_limit(bucket)
+               .timeout(2s)
+               .bulkhead(bulkhead)
+               .retry(retry_options())
+               .circuit_breaker(breaker)
+               .build();
+  EXPECT_LE(p.call_storage_size(), Pipeline::kInlineCallStorage);
+  int v = 0;
+  // Every third call fails: the retry stage retries it, and so the fallback has nothing to do;
+  // the answer is the call's own.
+  EXPECT_EQ(allocations_per_call([&] {
+              clock.advance(1ms);
+              auto r = p.execute(
+                  [&]() -> Result<int> {
+                    if (++v % 3 == 0) return make_error_code(errc::call_failed);
+                    return v;
+                  },
+                  {.key = "client"});
+              ASSERT_TRUE(r);
+              ASSERT_NE(*r, -1);
+            }),
+            0.0);
+  // The fallback answering costs nothing either.
+  EXPECT_EQ(allocations_per_call([&] {
+              auto r = p.execute([]() -> Result<int> { return make_error_code(errc::rejected); },
+                                 {.key = "client"});
+              ASSERT_EQ(*r, -1);
             }),
             0.0);
 }

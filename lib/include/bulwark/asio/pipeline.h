@@ -120,12 +120,14 @@ net::awaitable<Result<detail::ValueOf<F>>> run(const Pipeline& pipeline, F fn,
     co_return bulwark::detail::judge(classify, *last);
   };
 
+  ValueSlot slot(last, last_exception);
   CallContext ctx;
   ctx.deadline = options.deadline;
   ctx.stop = options.stop;
   ctx.key = options.key;
+  ctx.value_slot = &slot;
   const AttemptResult final_result = co_await run_attempts(pipeline, ctx, call);
-  co_return bulwark::detail::finish(final_result, last, last_exception, calls, options);
+  co_return bulwark::detail::finish(final_result, last, last_exception, calls, slot, options);
 }
 
 // A Pipeline seen through the awaitable adapter: `co_await async.run(fn)`.

@@ -36,10 +36,13 @@
 // `[&] { return primary_pipeline.execute(call); }`. The usual arrangement puts fallback
 // outermost: the primary's pipeline retries, times out and trips its breaker; only what is
 // still a failure after all that (errc::timeout, errc::circuit_open, the upstream's last
-// error) moves on to the fallback.
+// error) moves on to the fallback. A fallback that answers with a value of its own (a default,
+// a cached copy) can also be a stage of the pipeline itself: FallbackStage<T>
+// (fallback_stage.h, Pipeline::Builder::fallback).
 //
 // Parallel and hedged execution need real cancellation of the losers, so they exist only in
-// the Asio adapter (bulwark/asio/fallback.h); their decisions live in hedge.h.
+// the Asio adapter (bulwark/asio/fallback.h, including run_hedged: a hedge of pipeline runs);
+// their decisions live in hedge.h.
 //
 // Thread-safety: the functions hold no shared state; concurrent calls are independent.
 #pragma once
@@ -95,6 +98,9 @@ struct RunOptions {
   FailureChoice report = FailureChoice::last_to_fail;
   FallbackInfo* info = nullptr;  // filled in when not null
   Clock* clock = nullptr;        // reads `now` for the deadline; null = SystemClock
+  // Handed to every alternative / attempt as CallContext::key (for keyed stages of the
+  // pipelines they run). Must stay valid until the call returns.
+  std::string_view key;
 };
 
 // An alternative: invocable like the callables Pipeline::execute accepts.
@@ -129,6 +135,7 @@ class SequentialCall {
     CallContext ctx;
     ctx.deadline = options_.deadline;
     ctx.stop = options_.stop;
+    ctx.key = options_.key;
     ctx.attempt = static_cast<uint32_t>(index + 1);
     return ctx;
   }

@@ -28,8 +28,8 @@
 //   Bulkhead bulkhead("users", {.max_concurrent = 16, .max_queue = 64, .max_wait = 100ms});
 //   auto pipeline = Pipeline::Builder(clock)
 //                       .timeout(2s)
-//                       .stage(std::make_shared<BulkheadStage>(bulkhead))
-//                       .build();
+//                       .bulkhead(bulkhead)   // or
+//                       .stage(std::make_shared<BulkheadStage>(bulkhead)) .build();
 #pragma once
 
 #include <memory>

@@ -29,7 +29,7 @@
 //   bulwark::limit::TokenBucket bucket({.rate = bulwark::limit::Rate::per_second(100),
 //                                       .burst = 20});
 //   auto pipeline = bulwark::Pipeline::Builder(clock)
-//                       .stage(std::make_shared<bulwark::limit::RateLimitStage>(bucket))
+//                       .rate_limit(bucket)   // a RateLimitStage
 //                       .retry({.max_attempts = 3})
 //                       .circuit_breaker(breaker)
 //                       .build();
@@ -46,11 +46,18 @@
 
 namespace bulwark::limit {
 
+struct RateLimitStageOptions {
+  // Taken by each call, 1..limiter.limit() (std::invalid_argument otherwise: a call needing
+  // more than the limit could never run).
+  uint64_t permits = 1;
+};
+
 class RateLimitStage final : public Stage {
  public:
   // permits: taken by each call, 1..limiter.limit() (std::invalid_argument otherwise: a call
   // needing more than the limit could never run).
   explicit RateLimitStage(RateLimiter& limiter, uint64_t permits = 1);
+  RateLimitStage(RateLimiter& limiter, RateLimitStageOptions options);
 
   std::unique_ptr<StageRun> start() const override;
   std::size_t run_size() const noexcept override;

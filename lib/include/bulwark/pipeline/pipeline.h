@@ -60,7 +60,10 @@
 #include "bulwark/core/clock.h"
 #include "bulwark/core/error.h"
 #include "bulwark/core/function_ref.h"
+#include "bulwark/fallback/fallback_stage.h"
+#include "bulwark/limit/bulkhead_stage.h"
 #include "bulwark/limit/keyed_rate_limit_stage.h"
+#include "bulwark/limit/rate_limit_stage.h"
 #include "bulwark/pipeline/stage.h"
 #include "bulwark/pipeline/stages.h"
 
@@ -71,6 +74,7 @@ struct ExecutionInfo {
   Outcome outcome = Outcome::success;       // how the final result was judged
   boost::system::error_code policy_reason;  // why policies stopped retrying, if they did
   std::exception_ptr exception;             // the callable's exception, if it produced the result
+  bool fallback = false;  // a fallback stage answered the call (the result is its value)
 };
 
 struct ExecuteOptions {
@@ -165,7 +169,7 @@ AttemptResult judge(C& classifier, const Result<T>& r) {
 // else the policy's error; fills `options.info`. Shared by the sync and Asio adapters.
 template <class T>
 Result<T> finish(const AttemptResult& final_result, std::optional<Result<T>>& last,
-                 const std::exception_ptr& last_exception, uint32_t calls,
+                 const std::exception_ptr& last_exception, uint32_t calls, const ValueSlot& slot,
                  const ExecuteOptions& options) {
   const bool from_call = final_result.from_call && last.has_value();
   if (options.info) {
@@ -173,6 +177,7 @@ Result<T> finish(const AttemptResult& final_result, std::optional<Result<T>>& la
     options.info->outcome = final_result.outcome;
     options.info->policy_reason = final_result.policy_reason;
     options.info->exception = from_call ? last_exception : nullptr;
+    options.info->fallback = from_call && slot.replaced;
   }
   if (from_call) return std::move(*last);
   return Result<T>(final_result.error);
@@ -336,10 +341,26 @@ class Pipeline::Builder {
   // `options.judge` re-judges results for this breaker only (BreakerVerdict::ignore: counted
   // neither as a success nor as a failure).
   Builder& circuit_breaker(circuit::CircuitBreaker& breaker, BreakerStageOptions options = {});
+  // A concurrency limit with an optional queue: limit::BulkheadStage (waits for a permit, or
+  // refuses with queue_full / wait_timeout / throttled / rejected).
+  Builder& bulkhead(limit::Bulkhead& bulkhead, limit::BulkheadStageOptions options = {});
+  // A shared rate limit: limit::RateLimitStage (refuses with errc::rate_limited + retry_after).
+  Builder& rate_limit(limit::RateLimiter& limiter, limit::RateLimitStageOptions options = {});
   // One rate limit per call key (ExecuteOptions::key): limit::KeyedRateLimitStage. Refuses with
   // errc::rate_limited and the key's retry_after; keyless calls per options.missing_key.
   Builder& keyed_rate_limit(limit::KeyedLimiter& limiter,
                             limit::KeyedRateLimitStageOptions options = {});
+  // Answers a failed call with a value of its own: fallback::FallbackStage<T> (see
+  // fallback/fallback_stage.h; usually added first, outermost). `fn` is invocable as
+  // fn(const AttemptResult& failure, const CallContext&), fn(const AttemptResult&) or fn(), and
+  // returns T or Result<T>, T being the value type of the calls the pipeline runs.
+  template <class F>
+  Builder& fallback(F fn, bulwark::fallback::FallbackStageOptions options = {});
+
+  // Hedging has no builder method: a hedge runs several attempts of the inner stages at once,
+  // which the stage protocol (one inner run at a time, driven by a possibly blocking executor)
+  // cannot express, and the synchronous adapter could not cancel the losers. Hedge around a
+  // per-attempt pipeline with bulwark::asio::run_hedged (asio/fallback.h) instead.
   // Any other stage (e.g. a user's own policy).
   Builder& stage(std::shared_ptr<const Stage> stage);
 
@@ -350,6 +371,36 @@ class Pipeline::Builder {
   std::vector<std::shared_ptr<const Stage>> stages_;
 };
 
+namespace detail {
+// The value type a fallback function produces, whichever of the accepted forms it has.
+template <class F>
+auto invoke_fallback(F& fn, const AttemptResult& failure, const CallContext& ctx) {
+  if constexpr (std::is_invocable_v<F&, const AttemptResult&, const CallContext&>) {
+    return std::invoke(fn, failure, ctx);
+  } else if constexpr (std::is_invocable_v<F&, const AttemptResult&>) {
+    return std::invoke(fn, failure);
+  } else {
+    return std::invoke(fn);
+  }
+}
+template <class F>
+using FallbackValueOf = typename UnwrapResult<std::remove_cvref_t<decltype(invoke_fallback(
+    std::declval<F&>(), std::declval<const AttemptResult&>(),
+    std::declval<const CallContext&>()))>>::type;
+}  // namespace detail
+
+template <class F>
+Pipeline::Builder& Pipeline::Builder::fallback(F fn,
+                                               bulwark::fallback::FallbackStageOptions options) {
+  using T = detail::FallbackValueOf<F>;
+  typename bulwark::fallback::FallbackStage<T>::Function wrapped =
+      [fn = std::move(fn)](const AttemptResult& failure, const CallContext& ctx) mutable {
+        return Result<T>(detail::invoke_fallback(fn, failure, ctx));
+      };
+  return stage(std::make_shared<bulwark::fallback::FallbackStage<T>>(std::move(wrapped),
+                                                                     std::move(options)));
+}
+
 template <class F, class C>
 Result<detail::ValueOf<F>> Pipeline::execute_classified(F&& fn, C&& classify,
                                                         const ExecuteOptions& options) const {
@@ -358,8 +409,10 @@ Result<detail::ValueOf<F>> Pipeline::execute_classified(F&& fn, C&& classify,
   std::exception_ptr last_exception;
   uint32_t calls = 0;
 
+  ValueSlot slot(last, last_exception);
   auto call = [&](CallContext& ctx) -> AttemptResult {
     ++calls;
+    slot.replaced = false;
     last_exception = nullptr;
     try {
       last.emplace(detail::call_as_result<T>(fn, ctx));
@@ -374,8 +427,9 @@ Result<detail::ValueOf<F>> Pipeline::execute_classified(F&& fn, C&& classify,
   ctx.deadline = options.deadline;
   ctx.stop = options.stop;
   ctx.key = options.key;
+  ctx.value_slot = &slot;
   const AttemptResult final_result = run(ctx, call);
-  return detail::finish(final_result, last, last_exception, calls, options);
+  return detail::finish(final_result, last, last_exception, calls, slot, options);
 }
 
 }  // namespace bulwark

@@ -37,6 +37,7 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <new>
@@ -102,6 +103,39 @@ class Waiter {
   virtual bool cancel() noexcept = 0;
 };
 
+// Where the typed adapters (Pipeline::execute, asio::run) keep the call's typed result, so that
+// a stage can answer a call with a value of its own instead of the call's (FallbackStage<T> in
+// bulwark/fallback/fallback_stage.h). The adapters point CallContext::value_slot at one for
+// each call; a stage writes through get<T>() only when the call's value type is T (otherwise
+// get<T>() is null). Nothing else needs it: the wrapped callable never does.
+class ValueSlot {
+ public:
+  template <class T>
+  ValueSlot(std::optional<Result<T>>& value, std::exception_ptr& exception) noexcept
+      : type_(type_tag<T>()), value_(&value), exception_(&exception) {}
+
+  // The adapter's holder of the call's result when its value type is T; null otherwise.
+  template <class T>
+  std::optional<Result<T>>* get() const noexcept {
+    return type_ == type_tag<T>() ? static_cast<std::optional<Result<T>>*>(value_) : nullptr;
+  }
+  // The exception kept with the value (ExecutionInfo::exception): a stage that replaces the
+  // value sets it to the replacement's own (usually null).
+  std::exception_ptr& exception() const noexcept { return *exception_; }
+  // A stage replaced the call's value (ExecutionInfo::fallback).
+  bool replaced = false;
+
+ private:
+  template <class T>
+  static const void* type_tag() noexcept {
+    static const char tag = 0;
+    return &tag;
+  }
+  const void* type_;
+  void* value_;
+  std::exception_ptr* exception_;
+};
+
 // Per-call context seen by stages and by the wrapped callable.
 struct CallContext {
   Deadline deadline;     // the call must finish by then (narrowed by timeout stages)
@@ -111,6 +145,9 @@ struct CallContext {
   // Empty when the caller gave none (ExecuteOptions::key). A view: the characters belong to the
   // caller and must stay valid until the call (execute() or the awaited asio::run()) returns.
   std::string_view key;
+  // Set by the typed adapters for stages that answer with a value (see ValueSlot); null when
+  // the pipeline runs untyped (Pipeline::run, asio::run_attempts).
+  ValueSlot* value_slot = nullptr;
 };
 
 struct Step {
