@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -478,6 +479,60 @@ TEST(AsioRunHedged, TheKeyReachesEveryAttempt) {
   auto r = run_coro(asio::run_hedged(policy, per_attempt, fn, {.key = "alice"}));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), errc::rate_limited);
+}
+
+// Hears hedge and fallback events (the hedge's attempts all run on the race's strand).
+class HedgeRecorder final : public EventListener {
+ public:
+  void on_hedge(const HedgeEvent& e) noexcept override {
+    std::lock_guard lock(mu);
+    hedges.push_back({std::string(e.name), e.attempt, e.on_failure});
+  }
+  void on_fallback(const FallbackEvent& e) noexcept override {
+    std::lock_guard lock(mu);
+    fallbacks.push_back(e.alternative);
+  }
+  struct Hedge {
+    std::string name;
+    uint32_t attempt;
+    bool on_failure;
+    bool operator==(const Hedge&) const = default;
+  };
+  std::mutex mu;
+  std::vector<Hedge> hedges;
+  std::vector<std::size_t> fallbacks;
+};
+
+TEST(AsioHedgeEvents, EachHedgeIsReportedWithWhyItStarted) {
+  HedgeRecorder events;
+  HedgePolicy policy({.delay = 10ms, .max_attempts = 3}, nullptr, SystemClock::instance(), &events,
+                     "search");
+  Tally tally;
+  // Attempt 1 hangs; attempt 2 (started by the delay) fails at once, which starts attempt 3
+  // at once; attempt 3 answers.
+  auto r = run_coro(asio::hedge(policy, [&](const CallContext& ctx) {
+    if (ctx.attempt == 1) return call(tally, 30s, 1);
+    if (ctx.attempt == 2) return call(tally, 0ms, 0, kErrA);
+    return call(tally, 1ms, 3);
+  }));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 3);
+  EXPECT_EQ(events.hedges,
+            (std::vector<HedgeRecorder::Hedge>{{"search", 2, false}, {"search", 3, true}}));
+  // A hedge-less call reports nothing.
+  HedgePolicy quiet({.delay = 30s, .max_attempts = 2}, nullptr, SystemClock::instance(), &events);
+  (void)run_coro(asio::hedge(quiet, [&] { return call(tally, 0ms, 1); }));
+  EXPECT_EQ(events.hedges.size(), 2u);
+}
+
+TEST(AsioHedgeEvents, AsioSequentialReportsItsFallbacks) {
+  HedgeRecorder events;
+  Tally tally;
+  auto r = run_coro(asio::sequential(
+      fallback::RunOptions{.listener = &events}, [&] { return call(tally, 0ms, 0, kErrA); },
+      [&] { return call(tally, 0ms, 2); }));
+  EXPECT_EQ(*r, 2);
+  EXPECT_EQ(events.fallbacks, (std::vector<std::size_t>{1}));
 }
 
 // --- the fallback stage through the Asio adapter ---------------------------------------------

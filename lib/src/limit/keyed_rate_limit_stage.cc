@@ -14,6 +14,7 @@ class KeyedRateLimitStage::Run final : public StageRun {
       stage_.missing_key_.add();
       if (stage_.options_.missing_key == MissingKey::refuse) {
         stage_.refused_no_key_.add();
+        stage_.notify(errc::rejected, std::nullopt, {}, now);
         return Step::finish(AttemptResult::from_policy(errc::rejected, Outcome::final_failure));
       }
       key = stage_.options_.shared_key;
@@ -24,6 +25,7 @@ class KeyedRateLimitStage::Run final : public StageRun {
       return Step::proceed();
     }
     stage_.rejected_.add();
+    stage_.notify(errc::rate_limited, d.retry_after, ctx.key, now);
     return Step::finish(
         AttemptResult::from_policy(errc::rate_limited, Outcome::final_failure, d.retry_after));
   }
@@ -51,6 +53,17 @@ std::size_t KeyedRateLimitStage::run_size() const noexcept { return sizeof(Run);
 std::size_t KeyedRateLimitStage::run_align() const noexcept { return alignof(Run); }
 StageRun* KeyedRateLimitStage::start_in(void* storage) const {
   return emplace_run<Run>(storage, *this);
+}
+
+void KeyedRateLimitStage::notify(errc reason, std::optional<Duration> retry_after,
+                                 std::string_view key, TimePoint now) const noexcept {
+  if (options_.listener == nullptr) return;
+  options_.listener->on_rejected({.stage = kind(),
+                                  .name = options_.name,
+                                  .reason = reason,
+                                  .retry_after = retry_after,
+                                  .key = key,
+                                  .at = now});
 }
 
 KeyedRateLimitStage::Stats KeyedRateLimitStage::stats() const noexcept {

@@ -331,39 +331,45 @@ Pipeline::Builder& Pipeline::Builder::timeout(Duration timeout) {
 
 Pipeline::Builder& Pipeline::Builder::retry(retry::RetryOptions options, retry::RetryBudget* budget,
                                             std::optional<uint64_t> seed) {
-  stages_.push_back(
-      std::make_shared<RetryStage>(retry::RetryPolicy(std::move(options)), budget, seed));
+  RetryStageOptions stage_options;
+  stage_options.budget = budget;
+  stage_options.seed = seed;
+  stage_options.listener = listener_;
+  stages_.push_back(std::make_shared<RetryStage>(retry::RetryPolicy(std::move(options)),
+                                                 std::move(stage_options)));
   return *this;
 }
 
 Pipeline::Builder& Pipeline::Builder::retry(retry::RetryOptions options,
                                             RetryStageOptions stage_options) {
   stages_.push_back(std::make_shared<RetryStage>(retry::RetryPolicy(std::move(options)),
-                                                 std::move(stage_options)));
+                                                 with_listener(std::move(stage_options))));
   return *this;
 }
 
 Pipeline::Builder& Pipeline::Builder::circuit_breaker(circuit::CircuitBreaker& breaker,
                                                       BreakerStageOptions options) {
-  stages_.push_back(std::make_shared<BreakerStage>(breaker, std::move(options)));
+  stages_.push_back(std::make_shared<BreakerStage>(breaker, with_listener(std::move(options))));
   return *this;
 }
 
 Pipeline::Builder& Pipeline::Builder::bulkhead(limit::Bulkhead& bulkhead,
                                                limit::BulkheadStageOptions options) {
-  stages_.push_back(std::make_shared<limit::BulkheadStage>(bulkhead, options));
+  stages_.push_back(std::make_shared<limit::BulkheadStage>(bulkhead, with_listener(options)));
   return *this;
 }
 
 Pipeline::Builder& Pipeline::Builder::rate_limit(limit::RateLimiter& limiter,
                                                  limit::RateLimitStageOptions options) {
-  stages_.push_back(std::make_shared<limit::RateLimitStage>(limiter, std::move(options)));
+  stages_.push_back(
+      std::make_shared<limit::RateLimitStage>(limiter, with_listener(std::move(options))));
   return *this;
 }
 
 Pipeline::Builder& Pipeline::Builder::keyed_rate_limit(limit::KeyedLimiter& limiter,
                                                        limit::KeyedRateLimitStageOptions options) {
-  stages_.push_back(std::make_shared<limit::KeyedRateLimitStage>(limiter, std::move(options)));
+  stages_.push_back(
+      std::make_shared<limit::KeyedRateLimitStage>(limiter, with_listener(std::move(options))));
   return *this;
 }
 

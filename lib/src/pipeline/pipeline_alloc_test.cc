@@ -222,6 +222,46 @@ TEST(PipelineAllocations, SyncEveryBuiltInStageTogetherAllocatesNothing) {
             0.0);
 }
 
+// Counts events; allocates nothing itself.
+class CountingListener final : public EventListener {
+ public:
+  void on_retry(const RetryEvent&) noexcept override { ++retries; }
+  void on_rejected(const RejectionEvent&) noexcept override { ++rejections; }
+  void on_fallback(const FallbackEvent&) noexcept override { ++fallbacks; }
+  int retries = 0, rejections = 0, fallbacks = 0;
+};
+
+TEST(PipelineAllocations, SyncEventsAllocateNothing) {
+  SKIP_UNDER_SANITIZERS();
+  ManualClock clock;
+  CountingListener events;
+  circuit::CircuitBreaker breaker("b", {.failure_rate = 1.1}, clock);
+  limit::TokenBucket bucket({.rate = limit::Rate::per_second(1000), .burst = 1});
+  auto p = Pipeline::Builder(clock)
+               .listener(events)
+               .fallback([] { return -1; }, {.name = "fallback"})
+               .rate_limit(bucket, {.name = "a rate limit with a long name"})
+               .retry(retry_options(), {.name = "a retry stage with a long name"})
+               .circuit_breaker(breaker)
+               .build();
+  int v = 0;
+  // Each call: a retry (first attempt fails), then an answer; then a refused call that the
+  // fallback answers (the bucket holds one permit per millisecond).
+  EXPECT_EQ(allocations_per_call([&] {
+              clock.advance(1ms);
+              auto r = p.execute([&]() -> Result<int> {
+                if (++v % 2 == 1) return make_error_code(errc::call_failed);
+                return v;
+              });
+              ASSERT_NE(*r, -1);
+              ASSERT_EQ(*p.execute([] { return 1; }), -1);
+            }),
+            0.0);
+  EXPECT_GT(events.retries, kCalls);
+  EXPECT_GT(events.rejections, kCalls);
+  EXPECT_GT(events.fallbacks, kCalls);
+}
+
 // A stage written against start() only keeps working; each of its runs is one allocation.
 class HeapStage final : public Stage {
   class Run final : public StageRun {

@@ -92,6 +92,14 @@ class RetryStage::Run final : public StageRun {
           return Step::finish(cancelled_result());
         }
         stage_.retries_.add();
+        if (stage_.listener_ != nullptr) {
+          // attempt() already counts the next attempt.
+          stage_.listener_->on_retry({.name = stage_.name_,
+                                      .attempt = attempts_->attempt() - 1,
+                                      .delay = decision.delay,
+                                      .result = result,
+                                      .at = now});
+        }
         last_ = std::move(result);
         return Step::again(decision.delay);
       case retry::RetryAction::stop:
@@ -134,7 +142,9 @@ RetryStage::RetryStage(retry::RetryPolicy policy, RetryStageOptions options)
     : policy_(std::move(policy)),
       budget_(options.budget),
       seed_(options.seed),
-      judge_(std::move(options.judge)) {}
+      judge_(std::move(options.judge)),
+      listener_(options.listener),
+      name_(std::move(options.name)) {}
 
 std::unique_ptr<StageRun> RetryStage::start() const { return std::make_unique<Run>(*this); }
 std::size_t RetryStage::run_size() const noexcept { return sizeof(Run); }
@@ -157,6 +167,13 @@ class BreakerStage::Run final : public StageRun {
   Step enter(CallContext&, TimePoint now) override {
     auto admission = stage_.breaker_.try_acquire(now);
     if (!admission.allowed) {
+      if (stage_.listener_ != nullptr) {
+        stage_.listener_->on_rejected({.stage = stage_.kind(),
+                                       .name = stage_.breaker_.name(),
+                                       .reason = admission.reason,
+                                       .retry_after = admission.retry_after,
+                                       .at = now});
+      }
       return Step::finish(AttemptResult::from_policy(admission.reason, Outcome::final_failure,
                                                      admission.retry_after));
     }

@@ -60,6 +60,7 @@
 #include "bulwark/core/clock.h"
 #include "bulwark/core/deadline.h"
 #include "bulwark/core/error.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/pipeline.h"
 
 namespace bulwark::fallback {
@@ -101,6 +102,10 @@ struct RunOptions {
   // Handed to every alternative / attempt as CallContext::key (for keyed stages of the
   // pipelines they run). Must stay valid until the call returns.
   std::string_view key;
+  // Sequential: told before each fallback alternative starts (EventListener::on_fallback,
+  // FallbackEvent::name = `name`, with the failed alternative's judged outcome and error).
+  EventListener* listener = nullptr;
+  std::string_view name;
 };
 
 // An alternative: invocable like the callables Pipeline::execute accepts.
@@ -131,6 +136,10 @@ class SequentialCall {
       }
       return std::nullopt;
     }
+    if (index > 0 && options_.listener != nullptr) {
+      options_.listener->on_fallback(
+          {.name = options_.name, .alternative = index, .failure = last_failure_, .at = now()});
+    }
     ++info_.started;
     CallContext ctx;
     ctx.deadline = options_.deadline;
@@ -143,6 +152,8 @@ class SequentialCall {
   // After alternative `index` produced `r` (judged `outcome`; `thrown` if it threw). Returns
   // true when that is the answer and the call ends.
   bool after(std::size_t index, Result<T>&& r, Outcome outcome, std::exception_ptr thrown) {
+    last_failure_.outcome = outcome;
+    last_failure_.error = r ? boost::system::error_code() : r.error();
     if (!is_failure(outcome)) {
       keep(index, std::move(r), outcome, std::move(thrown));
       return true;
@@ -182,6 +193,7 @@ class SequentialCall {
 
   const RunOptions& options_;
   FallbackInfo info_;
+  AttemptResult last_failure_;  // the last alternative's judgement, for FallbackEvent
   std::optional<Result<T>> kept_;
   errc policy_error_ = errc::cancelled;
 };

@@ -45,11 +45,13 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 #include <utility>
 
 #include "bulwark/core/error.h"
 #include "bulwark/core/striped_counter.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/stage.h"
 
 namespace bulwark::fallback {
@@ -57,6 +59,9 @@ namespace bulwark::fallback {
 struct FallbackStageOptions {
   // Which inner results the fallback answers for. Empty: default_fallback_handles.
   std::function<bool(const AttemptResult&)> handle;
+  // Told each time the fallback answers (EventListener::on_fallback) when not null, as `name`.
+  EventListener* listener = nullptr;
+  std::string name;
 };
 
 // The default: a retryable or final failure that is not a cancellation.
@@ -72,7 +77,10 @@ class FallbackStage final : public Stage {
 
   // Throws std::invalid_argument if `fn` is empty.
   explicit FallbackStage(Function fn, FallbackStageOptions options = {})
-      : fn_(std::move(fn)), handle_(std::move(options.handle)) {
+      : fn_(std::move(fn)),
+        handle_(std::move(options.handle)),
+        listener_(options.listener),
+        name_(std::move(options.name)) {
     if (!fn_) throw std::invalid_argument("FallbackStage: the fallback function is empty");
   }
 
@@ -94,7 +102,7 @@ class FallbackStage final : public Stage {
    public:
     explicit Run(const FallbackStage& stage) : stage_(stage) {}
     Step enter(CallContext&, TimePoint) override { return Step::proceed(); }
-    Step leave(CallContext& ctx, AttemptResult result, TimePoint) override {
+    Step leave(CallContext& ctx, AttemptResult result, TimePoint now) override {
       stage_.calls_.add();
       const bool handles =
           stage_.handle_ ? stage_.handle_(result) : default_fallback_handles(result);
@@ -105,6 +113,10 @@ class FallbackStage final : public Stage {
             "FallbackStage<T>: the call's value type is not T, or the pipeline runs untyped");
       }
       stage_.answered_.add();
+      if (stage_.listener_ != nullptr) {
+        stage_.listener_->on_fallback(
+            {.name = stage_.name_, .alternative = 1, .failure = result, .at = now});
+      }
       std::exception_ptr thrown;
       try {
         value->emplace(stage_.fn_(result, ctx));
@@ -129,6 +141,8 @@ class FallbackStage final : public Stage {
 
   Function fn_;
   std::function<bool(const AttemptResult&)> handle_;
+  EventListener* listener_;
+  std::string name_;
   mutable StripedCounter calls_, answered_, failed_;
 };
 

@@ -36,6 +36,7 @@
 
 #include "bulwark/limit/adaptive_limit.h"
 #include "bulwark/limit/bulkhead.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/stage.h"
 
 namespace bulwark::limit {
@@ -45,6 +46,8 @@ struct BulkheadStageOptions {
   int priority = 0;
   // Fed one sample per finished call when not null; it usually sets the same bulkhead's limit.
   AdaptiveConcurrency* adaptive = nullptr;
+  // Told of every refusal (EventListener::on_rejected, name = the bulkhead's) when not null.
+  EventListener* listener = nullptr;
 };
 
 class BulkheadStage final : public Stage {

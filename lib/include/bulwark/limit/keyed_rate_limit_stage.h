@@ -40,11 +40,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "bulwark/core/striped_counter.h"
 #include "bulwark/limit/keyed_limiter.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/stage.h"
 
 namespace bulwark::limit {
@@ -61,6 +63,10 @@ struct KeyedRateLimitStageOptions {
   MissingKey missing_key = MissingKey::shared;
   // The key keyless calls share (MissingKey::shared). Any string; "" is the empty key.
   std::string shared_key;
+  // Told of every refusal (EventListener::on_rejected, with the call's key) when not null, as
+  // `name`.
+  EventListener* listener = nullptr;
+  std::string name;
 };
 
 class KeyedRateLimitStage final : public Stage {
@@ -87,6 +93,8 @@ class KeyedRateLimitStage final : public Stage {
 
  private:
   class Run;
+  void notify(errc reason, std::optional<Duration> retry_after, std::string_view key,
+              TimePoint now) const noexcept;
   KeyedLimiter& limiter_;
   KeyedRateLimitStageOptions options_;
   mutable StripedCounter admitted_, rejected_, missing_key_, refused_no_key_;

@@ -38,10 +38,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "bulwark/core/striped_counter.h"
 #include "bulwark/limit/rate_limit.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/stage.h"
 
 namespace bulwark::limit {
@@ -50,6 +52,9 @@ struct RateLimitStageOptions {
   // Taken by each call, 1..limiter.limit() (std::invalid_argument otherwise: a call needing
   // more than the limit could never run).
   uint64_t permits = 1;
+  // Told of every refusal (EventListener::on_rejected) when not null, as `name`.
+  EventListener* listener = nullptr;
+  std::string name;
 };
 
 class RateLimitStage final : public Stage {
@@ -79,6 +84,8 @@ class RateLimitStage final : public Stage {
   class Run;
   RateLimiter& limiter_;
   uint64_t permits_;
+  EventListener* listener_ = nullptr;
+  std::string name_;
   mutable StripedCounter admitted_;
   mutable StripedCounter rejected_;
 };

@@ -330,6 +330,13 @@ class Pipeline::Builder {
  public:
   explicit Builder(Clock& clock = SystemClock::instance()) : clock_(clock) {}
 
+  // The stages added after this call (by the methods below; not stage()) report their events
+  // to `listener` (events.h), unless their options name another. It must outlive the pipeline.
+  Builder& listener(EventListener& listener) {
+    listener_ = &listener;
+    return *this;
+  }
+
   // Bounds everything added after it (the inner stages and the call) to `timeout`.
   Builder& timeout(Duration timeout);
   // Retries the inner stages per `options`; retries withdraw from `budget` when not null.
@@ -367,8 +374,15 @@ class Pipeline::Builder {
   Pipeline build() const { return Pipeline(clock_, stages_); }
 
  private:
+  template <class Options>
+  Options with_listener(Options options) const {
+    if (options.listener == nullptr) options.listener = listener_;
+    return options;
+  }
+
   Clock& clock_;
   std::vector<std::shared_ptr<const Stage>> stages_;
+  EventListener* listener_ = nullptr;
 };
 
 namespace detail {
@@ -397,8 +411,8 @@ Pipeline::Builder& Pipeline::Builder::fallback(F fn,
       [fn = std::move(fn)](const AttemptResult& failure, const CallContext& ctx) mutable {
         return Result<T>(detail::invoke_fallback(fn, failure, ctx));
       };
-  return stage(std::make_shared<bulwark::fallback::FallbackStage<T>>(std::move(wrapped),
-                                                                     std::move(options)));
+  return stage(std::make_shared<bulwark::fallback::FallbackStage<T>>(
+      std::move(wrapped), with_listener(std::move(options))));
 }
 
 template <class F, class C>

@@ -47,9 +47,11 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "bulwark/circuit/circuit_breaker.h"
 #include "bulwark/core/striped_counter.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/stage.h"
 #include "bulwark/retry/retry_budget.h"
 #include "bulwark/retry/retry_policy.h"
@@ -89,6 +91,9 @@ struct RetryStageOptions {
   // (retryable_failure: retried if attempts, budget and deadline allow; anything else: the
   // call ends with this result). Empty: result.outcome.
   std::function<Outcome(const AttemptResult&)> judge;
+  // Told of every retry (EventListener::on_retry) when not null; RetryEvent::name is `name`.
+  EventListener* listener = nullptr;
+  std::string name;
 };
 
 class RetryStage final : public Stage {
@@ -122,6 +127,8 @@ class RetryStage final : public Stage {
   retry::RetryBudget* budget_;
   std::optional<uint64_t> seed_;
   std::function<Outcome(const AttemptResult&)> judge_;
+  EventListener* listener_ = nullptr;
+  std::string name_;
   mutable std::atomic<uint64_t> call_counter_{0};
   mutable StripedCounter calls_, retries_, exhausted_, budget_exhausted_, deadline_exceeded_;
 };
@@ -144,12 +151,15 @@ struct BreakerStageOptions {
   // inner run that ended by cancellation (errc::cancelled from a policy): its permit is always
   // released.
   std::function<BreakerVerdict(const AttemptResult&)> judge;
+  // Told of every rejection (EventListener::on_rejected, name = the breaker's) when not null.
+  // Transitions come from the breaker itself: forward_transitions(breaker, listener).
+  EventListener* listener = nullptr;
 };
 
 class BreakerStage final : public Stage {
  public:
   explicit BreakerStage(circuit::CircuitBreaker& breaker, BreakerStageOptions options = {})
-      : breaker_(breaker), judge_(std::move(options.judge)) {}
+      : breaker_(breaker), judge_(std::move(options.judge)), listener_(options.listener) {}
   std::unique_ptr<StageRun> start() const override;
   std::size_t run_size() const noexcept override;
   std::size_t run_align() const noexcept override;
@@ -161,6 +171,7 @@ class BreakerStage final : public Stage {
   class Run;
   circuit::CircuitBreaker& breaker_;
   std::function<BreakerVerdict(const AttemptResult&)> judge_;
+  EventListener* listener_;
 };
 
 }  // namespace bulwark
