@@ -169,6 +169,18 @@ TEST(FallbackStage, AValueTypeMismatchIsAProgrammingError) {
   EXPECT_TRUE(p.execute([] { return std::string("ok"); }));
 }
 
+TEST(FallbackStage, AVoidCallCanFallBackToNothing) {
+  ManualClock clock;
+  int fallbacks = 0;
+  auto p = Pipeline::Builder(clock).fallback([&] { ++fallbacks; }).build();
+  ExecutionInfo info;
+  Result<void> r =
+      p.execute([]() -> Result<void> { return make_error_code(errc::rejected); }, {.info = &info});
+  EXPECT_TRUE(r);
+  EXPECT_TRUE(info.fallback);
+  EXPECT_EQ(fallbacks, 1);
+}
+
 TEST(FallbackStage, AnEmptyFunctionIsRejected) {
   EXPECT_THROW(FallbackStage<int>(FallbackStage<int>::Function{}), std::invalid_argument);
 }

@@ -359,8 +359,9 @@ class Pipeline::Builder {
                             limit::KeyedRateLimitStageOptions options = {});
   // Answers a failed call with a value of its own: fallback::FallbackStage<T> (see
   // fallback/fallback_stage.h; usually added first, outermost). `fn` is invocable as
-  // fn(const AttemptResult& failure, const CallContext&), fn(const AttemptResult&) or fn(), and
-  // returns T or Result<T>, T being the value type of the calls the pipeline runs.
+  // fn(const AttemptResult& failure, const CallContext&), fn(const AttemptResult&) or fn()
+  // (as a const callable: concurrent calls share it), and returns T, Result<T> or void, T being
+  // the value type of the calls the pipeline runs.
   template <class F>
   Builder& fallback(F fn, bulwark::fallback::FallbackStageOptions options = {});
 
@@ -408,8 +409,13 @@ Pipeline::Builder& Pipeline::Builder::fallback(F fn,
                                                bulwark::fallback::FallbackStageOptions options) {
   using T = detail::FallbackValueOf<F>;
   typename bulwark::fallback::FallbackStage<T>::Function wrapped =
-      [fn = std::move(fn)](const AttemptResult& failure, const CallContext& ctx) mutable {
-        return Result<T>(detail::invoke_fallback(fn, failure, ctx));
+      [fn = std::move(fn)](const AttemptResult& failure, const CallContext& ctx) {
+        if constexpr (std::is_void_v<T>) {
+          detail::invoke_fallback(fn, failure, ctx);
+          return Result<void>();
+        } else {
+          return Result<T>(detail::invoke_fallback(fn, failure, ctx));
+        }
       };
   return stage(std::make_shared<bulwark::fallback::FallbackStage<T>>(
       std::move(wrapped), with_listener(std::move(options))));
