@@ -11,14 +11,23 @@
 // added after retry() bounds each try; a breaker added before retry() sees one result per call
 // (the final one) and rejects the whole call when open.
 //
+// The Builder has a method for every policy that can be a stage: timeout, retry,
+// circuit_breaker, bulkhead, rate_limit, keyed_rate_limit (one limit per
+// ExecuteOptions::key) and fallback (a value of its own for a failed call); stage() adds any
+// other Stage. Hedging is not a stage (see Builder). listener() registers an EventListener
+// (events.h) with the stages added after it. A typical full order is
+//
+//     fallback -> rate limit -> timeout -> bulkhead -> retry -> circuit breaker -> call
+//
 // execute() is the synchronous adapter. It wraps any callable that takes `const CallContext&`
 // (or nothing) and returns a value, void or Result<T>, or throws:
 //   - a value is a success unless the classifier says otherwise;
 //   - Result<T> with an error is a retryable failure by default;
 //   - an exception is caught and becomes errc::call_failed (retryable by default); the
 //     exception itself is kept in ExecutionInfo::exception so the caller may rethrow it.
-// It returns Result<T>: the wrapped call's last result, or the policy error that prevented one
-// (errc::circuit_open, errc::timeout, errc::deadline_exceeded, errc::cancelled).
+// It returns Result<T>: the wrapped call's last result, a fallback stage's value, or the
+// policy error that prevented one (errc::circuit_open, errc::timeout, errc::deadline_exceeded,
+// errc::cancelled, errc::rate_limited, errc::queue_full, ...).
 // Waiting between retries uses Clock::sleep_for, so on a ManualClock it takes no real time.
 // Timeouts in the synchronous adapter are cooperative: the callable should honour
 // ctx.deadline / ctx.stop; a result that arrives after the deadline is discarded as a timeout.
