@@ -90,11 +90,28 @@ using testing::ManualClock;
 
 constexpr int kCalls = 100;
 
+// Under sanitizers the calls still run (for the sanitizers' sake); only the counts are not
+// asserted.
 #if defined(BULWARK_ALLOC_TEST_SANITIZED)
-#define SKIP_UNDER_SANITIZERS() GTEST_SKIP() << "sanitizers replace the allocator"
+constexpr bool kExactCounts = false;
 #else
-#define SKIP_UNDER_SANITIZERS() (void)0
+constexpr bool kExactCounts = true;
 #endif
+// The measured expression runs either way.
+#define EXPECT_ALLOCS_EQ(value, expected) \
+  do {                                    \
+    const auto measured_ = (value);       \
+    if (kExactCounts) {                   \
+      EXPECT_EQ(measured_, expected);     \
+    }                                     \
+  } while (0)
+#define EXPECT_ALLOCS_LE(value, bound) \
+  do {                                 \
+    const auto measured_ = (value);    \
+    if (kExactCounts) {                \
+      EXPECT_LE(measured_, bound);     \
+    }                                  \
+  } while (0)
 
 // Allocations per call of `kCalls` calls of `one_call`, after one warm-up call (first-use
 // initialisation: the thread's random source, lazily created tables).
@@ -116,47 +133,43 @@ retry::RetryOptions retry_options() {
 }
 
 TEST(PipelineAllocations, CountingWorks) {
-  SKIP_UNDER_SANITIZERS();
   const uint64_t before = t_allocations;
   delete new int(1);
-  EXPECT_EQ(t_allocations - before, 1u);
+  EXPECT_ALLOCS_EQ(t_allocations - before, 1u);
 }
 
 TEST(PipelineAllocations, SyncTimeoutRetryBreakerAllocatesNothing) {
-  SKIP_UNDER_SANITIZERS();
   ManualClock clock;
   circuit::CircuitBreaker breaker("b", {}, clock);
   auto p =
       Pipeline::Builder(clock).timeout(2s).retry(retry_options()).circuit_breaker(breaker).build();
   EXPECT_LE(p.call_storage_size(), Pipeline::kInlineCallStorage);
   int v = 0;
-  EXPECT_EQ(allocations_per_call([&] { ASSERT_TRUE(p.execute([&] { return ++v; })); }), 0.0);
+  EXPECT_ALLOCS_EQ(allocations_per_call([&] { ASSERT_TRUE(p.execute([&] { return ++v; })); }), 0.0);
 }
 
 TEST(PipelineAllocations, SyncRetriedCallsAllocateNothing) {
-  SKIP_UNDER_SANITIZERS();
   ManualClock clock;
   circuit::CircuitBreaker breaker("b", {.failure_rate = 1.1}, clock);
   auto p =
       Pipeline::Builder(clock).timeout(2s).retry(retry_options()).circuit_breaker(breaker).build();
   int v = 0;
   // Two failures, then a success: two backoff sleeps and three breaker runs per call.
-  EXPECT_EQ(allocations_per_call([&] {
-              ExecutionInfo info;
-              auto r = p.execute(
-                  [&]() -> Result<int> {
-                    if (++v % 3 != 0) return make_error_code(errc::call_failed);
-                    return v;
-                  },
-                  {.info = &info});
-              ASSERT_TRUE(r);
-              ASSERT_EQ(info.attempts, 3u);
-            }),
-            0.0);
+  EXPECT_ALLOCS_EQ(allocations_per_call([&] {
+                     ExecutionInfo info;
+                     auto r = p.execute(
+                         [&]() -> Result<int> {
+                           if (++v % 3 != 0) return make_error_code(errc::call_failed);
+                           return v;
+                         },
+                         {.info = &info});
+                     ASSERT_TRUE(r);
+                     ASSERT_EQ(info.attempts, 3u);
+                   }),
+                   0.0);
 }
 
 TEST(PipelineAllocations, SyncEachBuiltInStageAloneAllocatesNothing) {
-  SKIP_UNDER_SANITIZERS();
   ManualClock clock;
   circuit::CircuitBreaker breaker("b", {}, clock);
   std::vector<Pipeline> pipelines;
@@ -165,24 +178,22 @@ TEST(PipelineAllocations, SyncEachBuiltInStageAloneAllocatesNothing) {
   pipelines.push_back(Pipeline::Builder(clock).circuit_breaker(breaker).build());
   for (const Pipeline& p : pipelines) {
     SCOPED_TRACE(p.stages()[0]->kind());
-    EXPECT_EQ(allocations_per_call([&] { ASSERT_TRUE(p.execute([] { return 1; })); }), 0.0);
+    EXPECT_ALLOCS_EQ(allocations_per_call([&] { ASSERT_TRUE(p.execute([] { return 1; })); }), 0.0);
   }
 }
 
 TEST(PipelineAllocations, SyncKeyedRateLimitAllocatesNothingOnceTheKeyExists) {
-  SKIP_UNDER_SANITIZERS();
   ManualClock clock;
   limit::KeyedLimiter limiter({.rate = limit::Rate::per_second(1e6), .burst = 1000000});
   auto p = Pipeline::Builder(clock).keyed_rate_limit(limiter).retry(retry_options()).build();
-  EXPECT_EQ(allocations_per_call([&] {
-              clock.advance(1ms);
-              ASSERT_TRUE(p.execute([] { return 1; }, {.key = "client-1"}));
-            }),
-            0.0);
+  EXPECT_ALLOCS_EQ(allocations_per_call([&] {
+                     clock.advance(1ms);
+                     ASSERT_TRUE(p.execute([] { return 1; }, {.key = "client-1"}));
+                   }),
+                   0.0);
 }
 
 TEST(PipelineAllocations, SyncEveryBuiltInStageTogetherAllocatesNothing) {
-  SKIP_UNDER_SANITIZERS();
   ManualClock clock;
   circuit::CircuitBreaker breaker("b", {}, clock);
   limit::Bulkhead bulkhead("db", {.max_concurrent = 8}, clock);
@@ -201,25 +212,26 @@ TEST(PipelineAllocations, SyncEveryBuiltInStageTogetherAllocatesNothing) {
   int v = 0;
   // Every third call fails: the retry stage retries it, and so the fallback has nothing to do;
   // the answer is the call's own.
-  EXPECT_EQ(allocations_per_call([&] {
-              clock.advance(1ms);
-              auto r = p.execute(
-                  [&]() -> Result<int> {
-                    if (++v % 3 == 0) return make_error_code(errc::call_failed);
-                    return v;
-                  },
-                  {.key = "client"});
-              ASSERT_TRUE(r);
-              ASSERT_NE(*r, -1);
-            }),
-            0.0);
+  EXPECT_ALLOCS_EQ(allocations_per_call([&] {
+                     clock.advance(1ms);
+                     auto r = p.execute(
+                         [&]() -> Result<int> {
+                           if (++v % 3 == 0) return make_error_code(errc::call_failed);
+                           return v;
+                         },
+                         {.key = "client"});
+                     ASSERT_TRUE(r);
+                     ASSERT_NE(*r, -1);
+                   }),
+                   0.0);
   // The fallback answering costs nothing either.
-  EXPECT_EQ(allocations_per_call([&] {
-              auto r = p.execute([]() -> Result<int> { return make_error_code(errc::rejected); },
-                                 {.key = "client"});
-              ASSERT_EQ(*r, -1);
-            }),
-            0.0);
+  EXPECT_ALLOCS_EQ(allocations_per_call([&] {
+                     auto r =
+                         p.execute([]() -> Result<int> { return make_error_code(errc::rejected); },
+                                   {.key = "client"});
+                     ASSERT_EQ(*r, -1);
+                   }),
+                   0.0);
 }
 
 // Counts events; allocates nothing itself.
@@ -232,7 +244,6 @@ class CountingListener final : public EventListener {
 };
 
 TEST(PipelineAllocations, SyncEventsAllocateNothing) {
-  SKIP_UNDER_SANITIZERS();
   ManualClock clock;
   CountingListener events;
   circuit::CircuitBreaker breaker("b", {.failure_rate = 1.1}, clock);
@@ -247,16 +258,16 @@ TEST(PipelineAllocations, SyncEventsAllocateNothing) {
   int v = 0;
   // Each call: a retry (first attempt fails), then an answer; then a refused call that the
   // fallback answers (the bucket holds one permit per millisecond).
-  EXPECT_EQ(allocations_per_call([&] {
-              clock.advance(1ms);
-              auto r = p.execute([&]() -> Result<int> {
-                if (++v % 2 == 1) return make_error_code(errc::call_failed);
-                return v;
-              });
-              ASSERT_NE(*r, -1);
-              ASSERT_EQ(*p.execute([] { return 1; }), -1);
-            }),
-            0.0);
+  EXPECT_ALLOCS_EQ(allocations_per_call([&] {
+                     clock.advance(1ms);
+                     auto r = p.execute([&]() -> Result<int> {
+                       if (++v % 2 == 1) return make_error_code(errc::call_failed);
+                       return v;
+                     });
+                     ASSERT_NE(*r, -1);
+                     ASSERT_EQ(*p.execute([] { return 1; }), -1);
+                   }),
+                   0.0);
   EXPECT_GT(events.retries, kCalls);
   EXPECT_GT(events.rejections, kCalls);
   EXPECT_GT(events.fallbacks, kCalls);
@@ -275,10 +286,9 @@ class HeapStage final : public Stage {
 };
 
 TEST(PipelineAllocations, StageWithoutInPlaceRunsCostsOneAllocationPerRun) {
-  SKIP_UNDER_SANITIZERS();
   ManualClock clock;
   auto p = Pipeline::Builder(clock).timeout(1s).stage(std::make_shared<HeapStage>()).build();
-  EXPECT_EQ(allocations_per_call([&] { ASSERT_TRUE(p.execute([] { return 1; })); }), 1.0);
+  EXPECT_ALLOCS_EQ(allocations_per_call([&] { ASSERT_TRUE(p.execute([] { return 1; })); }), 1.0);
 }
 
 #if defined(BULWARK_TEST_ASIO)
@@ -311,14 +321,12 @@ double asio_allocations_per_call(const Pipeline& p) {
 }
 
 TEST(PipelineAllocations, AsioTimeoutRetryBreakerAllocatesAtMostOnce) {
-  SKIP_UNDER_SANITIZERS();
   circuit::CircuitBreaker breaker("b", {}, SystemClock::instance());
   auto p = Pipeline::Builder().timeout(2s).retry(retry_options()).circuit_breaker(breaker).build();
-  EXPECT_LE(asio_allocations_per_call(p), 1.0);
+  EXPECT_ALLOCS_LE(asio_allocations_per_call(p), 1.0);
 }
 
 TEST(PipelineAllocations, AsioRetriedCallsAllocateAtMostOnce) {
-  SKIP_UNDER_SANITIZERS();
   circuit::CircuitBreaker breaker("b", {.failure_rate = 1.1}, SystemClock::instance());
   auto p = Pipeline::Builder().timeout(2s).retry(retry_options()).circuit_breaker(breaker).build();
   net::io_context io;
@@ -344,17 +352,16 @@ TEST(PipelineAllocations, AsioRetriedCallsAllocateAtMostOnce) {
       net::detached);
   io.run();
   EXPECT_EQ(attempts, 3u * kCalls);  // two failures and their backoffs, then a success
-  EXPECT_LE(static_cast<double>(counted) / kCalls, 1.0);
+  EXPECT_ALLOCS_LE(static_cast<double>(counted) / kCalls, 1.0);
 }
 
 TEST(PipelineAllocations, AsioEachBuiltInStageAloneAllocatesAtMostOnce) {
-  SKIP_UNDER_SANITIZERS();
   circuit::CircuitBreaker breaker("b", {}, SystemClock::instance());
   for (const Pipeline& p :
        {Pipeline::Builder().timeout(1s).build(), Pipeline::Builder().retry(retry_options()).build(),
         Pipeline::Builder().circuit_breaker(breaker).build()}) {
     SCOPED_TRACE(p.stages()[0]->kind());
-    EXPECT_LE(asio_allocations_per_call(p), 1.0);
+    EXPECT_ALLOCS_LE(asio_allocations_per_call(p), 1.0);
   }
 }
 #endif
