@@ -529,7 +529,7 @@ TEST(AsioHedgeEvents, AsioSequentialReportsItsFallbacks) {
   HedgeRecorder events;
   Tally tally;
   auto r = run_coro(asio::sequential(
-      fallback::RunOptions{.listener = &events}, [&] { return call(tally, 0ms, 0, kErrA); },
+      {.listener = &events}, [&] { return call(tally, 0ms, 0, kErrA); },
       [&] { return call(tally, 0ms, 2); }));
   EXPECT_EQ(*r, 2);
   EXPECT_EQ(events.fallbacks, (std::vector<std::size_t>{1}));

@@ -118,7 +118,8 @@ TEST(Events, EveryRejectingStageReportsItsReason) {
   auto p1 = Pipeline::Builder(clock).listener(events).circuit_breaker(breaker).build();
   EXPECT_FALSE(p1.execute(call));
 
-  limit::Permit held = std::move(*bulkhead.try_acquire_now(clock.now()));
+  Result<limit::Permit> acquired = bulkhead.try_acquire_now(clock.now());
+  limit::Permit held = std::move(*acquired);
   auto p2 = Pipeline::Builder(clock).listener(events).bulkhead(bulkhead).build();
   EXPECT_FALSE(p2.execute(call));
   held.release(clock.now());
