@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -577,6 +579,54 @@ TEST(PipelineRuns, AnExceptionFromAStageAbandonsTheStagesOutsideIt) {
                .build();
   EXPECT_THROW((void)p.execute([] { return 1; }), std::runtime_error);
   EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "dtor B", "abandon A", "dtor A"}));
+}
+
+// PipelineCall driven by hand, as an executor for another event loop would.
+TEST(PipelineCallProtocol, AnExecutorOnlyRunsCallsSleepsAndWaitsItIsAskedFor) {
+  ManualClock clock;
+  Log log;
+  auto p = Pipeline::Builder(clock)
+               .stage(std::make_shared<TracingStage>("A", log))
+               .retry(no_jitter(3, 10ms, 10ms))
+               .stage(std::make_shared<TracingStage>("B", log))
+               .build();
+  std::vector<std::byte> storage(p.call_storage_size() + p.call_storage_align());
+  void* aligned = storage.data();
+  std::size_t space = storage.size();
+  ASSERT_NE(std::align(p.call_storage_align(), p.call_storage_size(), aligned, space), nullptr);
+  using Kind = PipelineCall::Kind;
+  {
+    PipelineCall walk(p, CallContext{}, aligned);
+    PipelineCall::Action a = walk.start();
+    ASSERT_EQ(a.kind, Kind::call);
+    EXPECT_EQ(walk.call_context().attempt, 1u);
+    a = walk.on_call(AttemptResult::from_policy(errc::call_failed, Outcome::retryable_failure));
+    ASSERT_EQ(a.kind, Kind::sleep);
+    EXPECT_EQ(a.delay, 10ms);
+    a = walk.on_sleep_end();
+    ASSERT_EQ(a.kind, Kind::call);
+    EXPECT_EQ(walk.call_context().attempt, 2u);
+    a = walk.on_call(AttemptResult{});
+    ASSERT_EQ(a.kind, Kind::done);
+    EXPECT_EQ(walk.take_result().outcome, Outcome::success);
+  }
+  EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "leave B", "dtor B", "ctor B",
+                      "enter B", "leave B", "dtor B", "leave A", "dtor A"}));
+
+  // A sleep that fails (say, the coroutine was cancelled while backing off): the stages outside
+  // the retry stage are abandoned, nothing is left alive.
+  log.clear();
+  {
+    PipelineCall walk(p, CallContext{}, aligned);
+    ASSERT_EQ(walk.start().kind, Kind::call);
+    ASSERT_EQ(
+        walk.on_call(AttemptResult::from_policy(errc::call_failed, Outcome::retryable_failure))
+            .kind,
+        Kind::sleep);
+    walk.fail();
+  }
+  EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "leave B", "dtor B", "abandon A",
+                      "dtor A"}));
 }
 
 TEST(PipelineRuns, CallStorageHoldsEveryInPlaceRun) {
