@@ -13,6 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -438,6 +439,122 @@ TEST(AsioHedge, PerAttemptPipelineInside) {
   EXPECT_EQ(*r, 2);
   EXPECT_EQ(tally.cancelled, 1);
   EXPECT_EQ(info.answered_by, 1u);
+}
+
+TEST(AsioRunHedged, EachAttemptRunsThePipelineAndTheLoserReleasesItsPermit) {
+  HedgePolicy policy({.delay = 10ms, .max_attempts = 2});
+  circuit::CircuitBreaker breaker("b", {}, SystemClock::instance());
+  auto per_attempt =
+      Pipeline::Builder().retry({.max_attempts = 2}).circuit_breaker(breaker).build();
+  Tally tally;
+  FallbackInfo info;
+  int starts = 0;
+  auto r = run_coro(asio::run_hedged(
+      policy, per_attempt,
+      [&](const CallContext&) { return ++starts == 1 ? call(tally, 30s, 1) : call(tally, 1ms, 2); },
+      {.info = &info}));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 2);
+  EXPECT_EQ(starts, 2);
+  EXPECT_EQ(tally.cancelled, 1);
+  EXPECT_EQ(info.answered_by, 1u);
+  const circuit::BreakerStats s = breaker.stats();
+  EXPECT_EQ(s.successes, 1u);
+  EXPECT_EQ(s.released, 1u);  // the cancelled first attempt gave its permit back
+  EXPECT_EQ(policy.stats().hedge_wins, 1u);
+}
+
+TEST(AsioRunHedged, TheKeyReachesEveryAttempt) {
+  HedgePolicy policy({.delay = 30s, .max_attempts = 1});
+  limit::KeyedLimiter limiter({.rate = limit::Rate::per_minute(1), .burst = 1});
+  auto per_attempt = Pipeline::Builder().keyed_rate_limit(limiter).build();
+  Tally tally;
+  std::string seen;
+  auto fn = [&](const CallContext& ctx) {
+    seen = ctx.key;
+    return call(tally, 0ms, 3);
+  };
+  EXPECT_TRUE(run_coro(asio::run_hedged(policy, per_attempt, fn, {.key = "alice"})));
+  EXPECT_EQ(seen, "alice");
+  auto r = run_coro(asio::run_hedged(policy, per_attempt, fn, {.key = "alice"}));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::rate_limited);
+}
+
+// Hears hedge and fallback events (the hedge's attempts all run on the race's strand).
+class HedgeRecorder final : public EventListener {
+ public:
+  void on_hedge(const HedgeEvent& e) noexcept override {
+    std::lock_guard lock(mu);
+    hedges.push_back({std::string(e.name), e.attempt, e.on_failure});
+  }
+  void on_fallback(const FallbackEvent& e) noexcept override {
+    std::lock_guard lock(mu);
+    fallbacks.push_back(e.alternative);
+  }
+  struct Hedge {
+    std::string name;
+    uint32_t attempt;
+    bool on_failure;
+    bool operator==(const Hedge&) const = default;
+  };
+  std::mutex mu;
+  std::vector<Hedge> hedges;
+  std::vector<std::size_t> fallbacks;
+};
+
+TEST(AsioHedgeEvents, EachHedgeIsReportedWithWhyItStarted) {
+  HedgeRecorder events;
+  HedgePolicy policy({.delay = 10ms, .max_attempts = 3}, nullptr, SystemClock::instance(), &events,
+                     "search");
+  Tally tally;
+  // Attempt 1 hangs; attempt 2 (started by the delay) fails at once, which starts attempt 3
+  // at once; attempt 3 answers.
+  auto r = run_coro(asio::hedge(policy, [&](const CallContext& ctx) {
+    if (ctx.attempt == 1) return call(tally, 30s, 1);
+    if (ctx.attempt == 2) return call(tally, 0ms, 0, kErrA);
+    return call(tally, 1ms, 3);
+  }));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, 3);
+  EXPECT_EQ(events.hedges,
+            (std::vector<HedgeRecorder::Hedge>{{"search", 2, false}, {"search", 3, true}}));
+  // A hedge-less call reports nothing.
+  HedgePolicy quiet({.delay = 30s, .max_attempts = 2}, nullptr, SystemClock::instance(), &events);
+  (void)run_coro(asio::hedge(quiet, [&] { return call(tally, 0ms, 1); }));
+  EXPECT_EQ(events.hedges.size(), 2u);
+}
+
+TEST(AsioHedgeEvents, AsioSequentialReportsItsFallbacks) {
+  HedgeRecorder events;
+  Tally tally;
+  auto r = run_coro(asio::sequential(
+      {.listener = &events}, [&] { return call(tally, 0ms, 0, kErrA); },
+      [&] { return call(tally, 0ms, 2); }));
+  EXPECT_EQ(*r, 2);
+  EXPECT_EQ(events.fallbacks, (std::vector<std::size_t>{1}));
+}
+
+// --- the fallback stage through the Asio adapter ---------------------------------------------
+
+TEST(AsioFallbackStage, AnswersAFailedCoroutineCall) {
+  auto p = Pipeline::Builder()
+               .fallback([](const AttemptResult& failure) {
+                 return failure.error == errc::timeout ? -1 : -2;
+               })
+               .timeout(20ms)
+               .build();
+  Tally tally;
+  ExecutionInfo info;
+  auto r = run_coro(asio::run(p, [&] { return call(tally, 30s, 1); }, {.info = &info}));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, -1);  // the timeout was answered by the fallback
+  EXPECT_TRUE(info.fallback);
+  EXPECT_EQ(tally.cancelled, 1);
+  // A success passes through.
+  r = run_coro(asio::run(p, [&] { return call(tally, 0ms, 9); }, {.info = &info}));
+  EXPECT_EQ(*r, 9);
+  EXPECT_FALSE(info.fallback);
 }
 
 }  // namespace

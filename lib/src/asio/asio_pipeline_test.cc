@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "bulwark/testing/gate_stage.h"
@@ -164,6 +165,23 @@ TEST(AsioPipeline, OpenBreakerRejectsWithoutCalling) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), errc::circuit_open);
   EXPECT_EQ(calls, 0);
+}
+
+TEST(AsioPipeline, KeyedRateLimitKeysByTheCallsKey) {
+  limit::KeyedLimiter limiter({.rate = limit::Rate::per_minute(1), .burst = 1});
+  auto p = Pipeline::Builder().keyed_rate_limit(limiter).build();
+  std::string seen;
+  auto call = [&](const CallContext& ctx) {
+    seen = ctx.key;
+    return answer_after(0ms, 1, nullptr);
+  };
+  std::string alice = "alice";
+  EXPECT_TRUE(run_coro(asio::run(p, call, {.key = alice})));
+  EXPECT_EQ(seen, "alice");
+  auto r = run_coro(asio::run(p, call, {.key = alice}));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::rate_limited);
+  EXPECT_TRUE(run_coro(asio::run(p, call, {.key = "bob"})));
 }
 
 TEST(AsioPipelineWait, GrantFromAnotherThreadResumesTheCoroutine) {

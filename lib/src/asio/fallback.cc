@@ -68,7 +68,16 @@ net::awaitable<RaceReport> control(fallback::HedgeRun& run, Clock& clock, CallCo
   RaceReport report;
   bool caller_cancelled = false;
 
+  const fallback::HedgePolicy* policy = run.policy();
+  EventListener* listener = policy != nullptr ? policy->listener() : nullptr;
+  bool after_failure = false;  // the pending starts were triggered by a failed attempt
   auto launch = [&](uint32_t i) {
+    if (i > 0 && listener != nullptr) {
+      listener->on_hedge({.name = policy->name(),
+                          .attempt = i + 1,
+                          .on_failure = after_failure,
+                          .at = clock.now()});
+    }
     CallContext c = ctx;
     c.attempt = i + 1;
     ++shared.live;
@@ -92,6 +101,7 @@ net::awaitable<RaceReport> control(fallback::HedgeRun& run, Clock& clock, CallCo
       // An attempt that unwound without being cancelled by us: an escaped failure.
       const Outcome o = r ? r->outcome : Outcome::retryable_failure;
       action = run.on_result(i, o, clock.now());
+      after_failure = true;
       continue;
     }
 
@@ -104,11 +114,13 @@ net::awaitable<RaceReport> control(fallback::HedgeRun& run, Clock& clock, CallCo
     TimePoint wake_at = ctx.deadline.time();
     if (const std::optional<TimePoint> next = run.next_hedge_at()) {
       if (*next <= now) {
+        after_failure = false;
         action = run.on_timer(now);
         continue;
       }
       wake_at = std::min(wake_at, *next);
     }
+    after_failure = false;
     sleep_until(shared.wake, clock, wake_at);
     boost::system::error_code ec;  // operation_aborted when an attempt woke us early
     co_await shared.wake.async_wait(net::redirect_error(net::use_awaitable, ec));

@@ -1,17 +1,22 @@
 #include "bulwark/asio/pipeline.h"
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
+#include <boost/asio/recycling_allocator.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstddef>
+#include <new>
 #include <optional>
-#include <variant>
 
 namespace bulwark::asio {
 namespace {
@@ -28,8 +33,8 @@ auto async_wait_for(std::shared_ptr<Waiter> waiter, CompletionToken&& token) {
         // The grant may come from a thread that is not running the io_context, and nothing
         // else may be pending meanwhile: count the wait as outstanding work so run() does not
         // return before the completion arrives.
-        using Work = decltype(net::prefer(net::get_associated_executor(handler),
-                                          net::execution::outstanding_work.tracked));
+        using Work = std::decay_t<decltype(net::prefer(net::get_associated_executor(handler),
+                                                       net::execution::outstanding_work.tracked))>;
         struct Op {
           std::atomic<bool> done{false};
           std::optional<Handler> handler;
@@ -67,7 +72,7 @@ auto async_wait_for(std::shared_ptr<Waiter> waiter, CompletionToken&& token) {
 // Runs one Step::wait: until the Waiter answers or `deadline` passes (then the Waiter is
 // withdrawn). A cancellation of the calling coroutine withdraws it too and propagates.
 net::awaitable<void> wait_step(const std::shared_ptr<Waiter>& waiter, Deadline deadline,
-                               Clock& clock) {
+                               Clock& clock, net::steady_timer& timer) {
   if (deadline.is_never()) {
     co_await async_wait_for(waiter, net::use_awaitable);
     co_return;
@@ -77,75 +82,135 @@ net::awaitable<void> wait_step(const std::shared_ptr<Waiter>& waiter, Deadline d
     waiter->cancel();
     co_return;
   }
-  using namespace net::experimental::awaitable_operators;
-  net::steady_timer timer(co_await net::this_coro::executor, left);
-  co_await (async_wait_for(waiter, net::use_awaitable) || timer.async_wait(net::use_awaitable));
+  timer.expires_after(left);
+  (void)co_await net::experimental::make_parallel_group(async_wait_for(waiter, net::deferred),
+                                                        timer.async_wait(net::deferred))
+      .async_wait(net::experimental::wait_for_one(), net::use_awaitable);
+  // Neither operation reports an error as an exception: a cancellation by the caller is seen
+  // here, and ends the wait the way Asio operations end, with operation_aborted.
+  const net::cancellation_state state = co_await net::this_coro::cancellation_state;
+  if (state.cancelled() != net::cancellation_type::none) {
+    throw boost::system::system_error(net::error::operation_aborted);
+  }
 }
 
-net::awaitable<AttemptResult> run_from(const Pipeline& pipeline, std::size_t index,
-                                       CallContext& ctx, const AsyncCall& call) {
-  Clock& clock = pipeline.clock();
-  const auto executor = co_await net::this_coro::executor;
-
-  if (index == pipeline.stages().size()) {
-    if (ctx.stop.stop_requested()) {
-      co_return cancelled_result();
-    }
-    if (ctx.deadline.is_never()) co_return co_await call(ctx);
-    const Duration left = ctx.deadline.remaining(clock.now());
-    if (left <= Duration::zero()) co_return timeout_result();
-    // Race the call against the deadline; the loser is cancelled and awaited, so nothing of
-    // the call outlives this attempt.
-    using namespace net::experimental::awaitable_operators;
-    net::steady_timer timer(executor, left);
-    std::variant<AttemptResult, std::monostate> first =
-        co_await (call(ctx) || timer.async_wait(net::use_awaitable));
-    if (first.index() == 1) co_return timeout_result();
-    co_return std::get<0>(std::move(first));
-  }
-
-  std::unique_ptr<StageRun> run = pipeline.stages()[index]->start();
-  for (;;) {
-    CallContext inner = ctx;
-    Step step = run->enter(inner, clock.now());
-    if (step.kind == Step::Kind::finish) co_return std::move(step.result);
-
-    AttemptResult result;
-    std::exception_ptr thrown;
-    if (step.kind == Step::Kind::wait) {
-      try {
-        co_await wait_step(step.waiter, earliest(step.wait_deadline, inner.deadline), clock);
-      } catch (...) {
-        thrown = std::current_exception();
-      }
-      if (!thrown && ctx.stop.stop_requested()) {
-        run->abandon();
-        co_return cancelled_result();
-      }
-      if (!thrown) continue;  // enter() again: the stage reads the wait's fate from its Waiter
+// One call's PipelineCall storage, from Asio's per-thread recycling allocator (blocks are
+// reused by the next call on the thread, so steady-state calls do not reach malloc).
+class CallStorage {
+ public:
+  using Unit = std::max_align_t;
+  CallStorage(std::size_t size, std::size_t align)
+      : units_((std::max<std::size_t>(size, 1) + sizeof(Unit) - 1) / sizeof(Unit)), align_(align) {
+    if (align_ <= alignof(Unit)) {
+      data_ = net::recycling_allocator<Unit>().allocate(units_);
     } else {
-      try {
-        result = co_await run_from(pipeline, index + 1, inner, call);
-      } catch (...) {
-        thrown = std::current_exception();
-      }
+      data_ = ::operator new(units_ * sizeof(Unit), std::align_val_t(align_));
     }
-    if (thrown) {
-      run->abandon();
-      std::rethrow_exception(thrown);
-    }
-    step = run->leave(inner, std::move(result), clock.now());
-    if (step.kind != Step::Kind::again) co_return std::move(step.result);
-    net::steady_timer backoff(executor, step.delay);
-    co_await backoff.async_wait(net::use_awaitable);
   }
-}
+  ~CallStorage() {
+    if (align_ <= alignof(Unit)) {
+      net::recycling_allocator<Unit>().deallocate(static_cast<Unit*>(data_), units_);
+    } else {
+      ::operator delete(data_, std::align_val_t(align_));
+    }
+  }
+  CallStorage(const CallStorage&) = delete;
+  CallStorage& operator=(const CallStorage&) = delete;
+  void* data() const noexcept { return data_; }
+
+ private:
+  std::size_t units_;
+  std::size_t align_;
+  void* data_ = nullptr;
+};
 
 }  // namespace
 
 net::awaitable<AttemptResult> run_attempts(const Pipeline& pipeline, CallContext ctx,
-                                           const AsyncCall& call) {
-  co_return co_await run_from(pipeline, 0, ctx, call);
+                                           AsyncCallRef call) {
+  using Kind = PipelineCall::Kind;
+  Clock& clock = pipeline.clock();
+  const auto executor = co_await net::this_coro::executor;
+  CallStorage storage(pipeline.call_storage_size(), pipeline.call_storage_align());
+  PipelineCall walk(pipeline, ctx, storage.data());
+  // One timer for the whole call: each attempt's deadline, each backoff, each timed wait.
+  net::steady_timer timer(executor);
+
+  for (PipelineCall::Action a = walk.start();;) {
+    std::exception_ptr thrown;
+    switch (a.kind) {
+      case Kind::done:
+        co_return walk.take_result();
+
+      case Kind::call: {
+        CallContext& inner = walk.call_context();
+        AttemptResult result;
+        try {
+          if (inner.deadline.is_never()) {
+            result = co_await call(inner);
+          } else if (const Duration left = inner.deadline.remaining(clock.now());
+                     left <= Duration::zero()) {
+            result = timeout_result();
+          } else {
+            // Race the call against the deadline; the loser is cancelled and awaited, so
+            // nothing of the call outlives this attempt. Neither side throws into the group:
+            // the call's exception (its cancellation) comes back as an exception_ptr.
+            timer.expires_after(left);
+            auto [order, call_error, call_result, timer_error] =
+                co_await net::experimental::make_parallel_group(
+                    net::co_spawn(executor, call(inner), net::deferred),
+                    timer.async_wait(net::deferred))
+                    .async_wait(net::experimental::wait_for_one(), net::use_awaitable);
+            if (order[0] == 1 && !timer_error) {
+              result = timeout_result();  // the deadline came first
+            } else if (call_error) {
+              std::rethrow_exception(call_error);  // cancelled by the caller
+            } else {
+              result = std::move(call_result);
+            }
+          }
+        } catch (...) {
+          thrown = std::current_exception();
+        }
+        if (thrown) {
+          walk.fail();
+          std::rethrow_exception(thrown);
+        }
+        a = walk.on_call(std::move(result));
+        break;
+      }
+
+      case Kind::wait: {
+        try {
+          co_await wait_step(a.waiter, a.until, clock, timer);
+        } catch (...) {
+          thrown = std::current_exception();
+        }
+        if (thrown) {
+          walk.fail();
+          std::rethrow_exception(thrown);
+        }
+        const bool stopped = a.stop->stop_requested();
+        a = stopped ? walk.on_wait_stopped() : walk.on_wait_end();
+        break;
+      }
+
+      case Kind::sleep: {
+        timer.expires_after(a.delay);
+        try {
+          co_await timer.async_wait(net::use_awaitable);
+        } catch (...) {
+          thrown = std::current_exception();
+        }
+        if (thrown) {
+          walk.fail();
+          std::rethrow_exception(thrown);
+        }
+        a = walk.on_sleep_end();
+        break;
+      }
+    }
+  }
 }
 
 }  // namespace bulwark::asio

@@ -341,8 +341,9 @@ WindowSnapshot CircuitBreaker::window(TimePoint now) const noexcept {
 }
 
 BreakerStats CircuitBreaker::stats() const noexcept {
-  return {successes_.value(),     failures_.value(), slow_calls_.value(),  rejected_.value(),
-          dropped_stale_.value(), released_.value(), transitions_.value(), state()};
+  return {successes_.value(), failures_.value(),      slow_calls_.value(),
+          rejected_.value(),  dropped_stale_.value(), released_.value(),
+          ignored_.value(),   transitions_.value(),   state()};
 }
 
 // --- admission -------------------------------------------------------------------------------
@@ -564,6 +565,15 @@ void CircuitBreaker::record_half_open(const Permit& p, bool failure, bool is_slo
 
 void CircuitBreaker::release(const Permit& p) noexcept {
   released_.add();
+  free_probe(p);
+}
+
+void CircuitBreaker::ignore(const Permit& p) noexcept {
+  ignored_.add();
+  free_probe(p);
+}
+
+void CircuitBreaker::free_probe(const Permit& p) noexcept {
   if (!p.probe) return;
   std::lock_guard lock(mu_);
   const uint64_t w = word_.load(std::memory_order_relaxed);

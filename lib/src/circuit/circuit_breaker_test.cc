@@ -676,6 +676,28 @@ TEST_F(BreakerTest, ReleaseFreesAProbeSlotAndStopsTheWait) {
   EXPECT_EQ(b->state(), State::closed);
 }
 
+TEST_F(BreakerTest, IgnoreFreesAProbeSlotRecordsNothingAndCountsApart) {
+  BreakerOptions o = small();
+  o.half_open_probes = 1;
+  auto b = make(o);
+  // Closed: ignored results never enter the window.
+  for (int i = 0; i < 10; ++i) b->ignore(b->try_acquire().permit);
+  EXPECT_EQ(b->window(clock_.now()).calls, 0u);
+  EXPECT_EQ(b->state(), State::closed);
+  trip(*b);
+  clock_.advance(1s);
+  const Admission p1 = b->try_acquire();
+  ASSERT_TRUE(p1.allowed);
+  EXPECT_EQ(b->try_acquire().reason, errc::half_open_full);
+  b->ignore(p1.permit);  // the probe's answer says nothing about health: try another
+  EXPECT_EQ(b->state(), State::half_open);
+  const Admission p2 = b->try_acquire();
+  ASSERT_TRUE(p2.allowed);
+  const BreakerStats s = b->stats();
+  EXPECT_EQ(s.ignored, 11u);
+  EXPECT_EQ(s.released, 0u);
+}
+
 TEST_F(BreakerTest, ReleaseOfAStaleProbeChangesNothing) {
   BreakerOptions o = small();
   o.half_open_probes = 1;
@@ -922,6 +944,12 @@ TEST_F(BreakerTest, StatsAddUpToTheCallsMade) {
       case 1:
         b->release(p);
         break;
+      case 2:
+        if (rng.below(2) == 0) {
+          b->ignore(p);
+          break;
+        }
+        [[fallthrough]];
       default:
         b->on_success(p, clock_.now());
         break;
@@ -930,7 +958,9 @@ TEST_F(BreakerTest, StatsAddUpToTheCallsMade) {
   }
   for (const Permit& p : held) b->release(p);
   const BreakerStats s = b->stats();
-  EXPECT_EQ(s.successes + s.failures + s.dropped_stale + s.released + s.rejected, calls);
+  EXPECT_EQ(s.successes + s.failures + s.dropped_stale + s.released + s.ignored + s.rejected,
+            calls);
+  EXPECT_GT(s.ignored, 0u);
   EXPECT_GT(s.transitions, 2u);
   EXPECT_GT(s.rejected, 0u);
   EXPECT_EQ(s.transitions, events_.size());

@@ -19,8 +19,13 @@ constexpr uint64_t bit(uint32_t i) noexcept { return uint64_t{1} << i; }
 // ---------------------------------------------------------------------------------------------
 // HedgePolicy
 
-HedgePolicy::HedgePolicy(HedgeOptions options, retry::RetryBudget* budget, Clock& clock)
-    : options_(options), budget_(budget), clock_(clock) {
+HedgePolicy::HedgePolicy(HedgeOptions options, retry::RetryBudget* budget, Clock& clock,
+                         EventListener* listener, std::string name)
+    : options_(options),
+      budget_(budget),
+      clock_(clock),
+      listener_(listener),
+      name_(std::move(name)) {
   validate(options_);
 }
 

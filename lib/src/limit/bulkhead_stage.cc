@@ -43,7 +43,7 @@ class BulkheadStage::Run final : public StageRun {
       // Back from a wait: granted, refused, or withdrawn by the executor at the deadline.
       Result<Permit> r = ticket_.take();
       ticket_ = Ticket();
-      if (!r) return refuse(to_errc(r.error()), Duration::zero());
+      if (!r) return refuse(to_errc(r.error()), Duration::zero(), now);
       permit_ = std::move(*r);
       return begin(now);
     }
@@ -61,7 +61,7 @@ class BulkheadStage::Run final : public StageRun {
       case Bulkhead::Status::rejected:
         break;
     }
-    return refuse(a.reason, a.retry_after);
+    return refuse(a.reason, a.retry_after, now);
   }
 
   Step leave(CallContext&, AttemptResult result, TimePoint now) override {
@@ -97,9 +97,16 @@ class BulkheadStage::Run final : public StageRun {
     return Step::proceed();
   }
 
-  static Step refuse(errc reason, Duration retry_after) {
+  Step refuse(errc reason, Duration retry_after, TimePoint now) const {
     std::optional<Duration> hint;
     if (retry_after > Duration::zero() && retry_after != Duration::max()) hint = retry_after;
+    if (EventListener* l = stage_.options_.listener) {
+      l->on_rejected({.stage = stage_.kind(),
+                      .name = stage_.bulkhead_.name(),
+                      .reason = reason,
+                      .retry_after = hint,
+                      .at = now});
+    }
     return Step::finish(AttemptResult::from_policy(reason, Outcome::final_failure, hint));
   }
 
@@ -110,5 +117,8 @@ class BulkheadStage::Run final : public StageRun {
 };
 
 std::unique_ptr<StageRun> BulkheadStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t BulkheadStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t BulkheadStage::run_align() const noexcept { return alignof(Run); }
+StageRun* BulkheadStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 }  // namespace bulwark::limit

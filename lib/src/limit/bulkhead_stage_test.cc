@@ -309,5 +309,27 @@ TEST(BulkheadStagePipeline, ThrottleSpacesCallsOnTheClock) {
   EXPECT_EQ(b.estimated_wait(clock.now()), 10ms);
 }
 
+TEST_F(BulkheadStageTest, BuilderBulkheadLimitsConcurrentCallsAndReleasesAfterEach) {
+  Bulkhead b("db", {.max_concurrent = 1, .initial_hold_time = 10ms}, clock_);
+  auto p =
+      Pipeline::Builder(clock_).bulkhead(b, {.priority = 3}).retry({.max_attempts = 2}).build();
+  ASSERT_EQ(p.stages().size(), 2u);
+  EXPECT_EQ(p.stages()[0]->kind(), "bulkhead");
+  EXPECT_EQ(dynamic_cast<const BulkheadStage&>(*p.stages()[0]).options().priority, 3);
+  uint32_t in_flight_during_call = 0;
+  EXPECT_TRUE(p.execute([&] { in_flight_during_call = b.in_flight(); }));
+  EXPECT_EQ(in_flight_during_call, 1u);
+  EXPECT_EQ(b.in_flight(), 0u);
+  // Full (no queue): refused at once, final, with the bulkhead's estimate.
+  Permit held = std::move(*b.try_acquire_now(now()));
+  int calls = 0;
+  auto r = p.execute([&] { return ++calls; });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::queue_full);
+  EXPECT_EQ(calls, 0);
+  held.release(now());
+  EXPECT_TRUE(p.execute([&] { return ++calls; }));
+}
+
 }  // namespace
 }  // namespace bulwark::limit

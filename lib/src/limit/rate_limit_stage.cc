@@ -15,6 +15,13 @@ class RateLimitStage::Run final : public StageRun {
       return Step::proceed();
     }
     stage_.rejected_.add();
+    if (stage_.listener_ != nullptr) {
+      stage_.listener_->on_rejected({.stage = stage_.kind(),
+                                     .name = stage_.name_,
+                                     .reason = errc::rate_limited,
+                                     .retry_after = d.retry_after,
+                                     .at = now});
+    }
     return Step::finish(
         AttemptResult::from_policy(errc::rate_limited, Outcome::final_failure, d.retry_after));
   }
@@ -34,7 +41,16 @@ RateLimitStage::RateLimitStage(RateLimiter& limiter, uint64_t permits)
   }
 }
 
+RateLimitStage::RateLimitStage(RateLimiter& limiter, RateLimitStageOptions options)
+    : RateLimitStage(limiter, options.permits) {
+  listener_ = options.listener;
+  name_ = std::move(options.name);
+}
+
 std::unique_ptr<StageRun> RateLimitStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t RateLimitStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t RateLimitStage::run_align() const noexcept { return alignof(Run); }
+StageRun* RateLimitStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 RateLimitStage::Stats RateLimitStage::stats() const noexcept {
   const uint64_t admitted = admitted_.value();

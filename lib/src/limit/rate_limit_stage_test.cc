@@ -113,5 +113,20 @@ TEST(RateLimitStage, PermitsPerCallAreValidatedAgainstTheLimit) {
   EXPECT_EQ(&stage->limiter(), &bucket);
 }
 
+TEST(RateLimitStage, BuilderRateLimitTakesItsPermitsAndRefusesBeyond) {
+  ManualClock clock;
+  TokenBucket bucket({.rate = Rate::per_second(10), .burst = 4});
+  auto p = Pipeline::Builder(clock).rate_limit(bucket, {.permits = 2}).build();
+  const auto& stage = dynamic_cast<const RateLimitStage&>(*p.stages()[0]);
+  EXPECT_EQ(stage.permits(), 2u);
+  EXPECT_TRUE(p.execute([] { return 1; }));
+  EXPECT_TRUE(p.execute([] { return 1; }));
+  auto r = p.execute([] { return 1; });
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::rate_limited);
+  EXPECT_EQ(stage.stats().rejected, 1u);
+  EXPECT_THROW(RateLimitStage(bucket, RateLimitStageOptions{.permits = 5}), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace bulwark::limit

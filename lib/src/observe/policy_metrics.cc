@@ -1,9 +1,16 @@
 #include "bulwark/observe/policy_metrics.h"
 
 #include <array>
+#include <span>
 
+#include "bulwark/cache/cache.h"
 #include "bulwark/circuit/circuit_breaker.h"
+#include "bulwark/fallback/hedge.h"
 #include "bulwark/lifecycle/shutdown.h"
+#include "bulwark/limit/bulkhead.h"
+#include "bulwark/limit/keyed_limiter.h"
+#include "bulwark/limit/keyed_rate_limit_stage.h"
+#include "bulwark/limit/rate_limit_stage.h"
 #include "bulwark/observe/alerts.h"
 #include "bulwark/observe/health.h"
 #include "bulwark/observe/resource_monitor.h"
@@ -20,6 +27,13 @@ constexpr std::array<circuit::State, 6> kStates = {
 
 double d(uint64_t v) noexcept { return static_cast<double>(v); }
 
+// A one-label set that may be named and reused across calls (Labels only views a list, and a
+// braced list lives only until the end of its statement).
+struct OneLabel {
+  Label label;
+  operator Labels() const noexcept { return Labels(std::span<const Label>(&label, 1)); }
+};
+
 }  // namespace
 
 void report(const circuit::CircuitBreaker& breaker, MetricsSink& sink) {
@@ -27,12 +41,13 @@ void report(const circuit::CircuitBreaker& breaker, MetricsSink& sink) {
   const std::string_view name = breaker.name();
   constexpr std::string_view kCallsHelp =
       "Calls through the circuit breaker by how they ended (outcomes partition the attempts).";
-  const std::array<std::pair<std::string_view, uint64_t>, 5> outcomes = {{
+  const std::array<std::pair<std::string_view, uint64_t>, 6> outcomes = {{
       {"success", st.successes},
       {"failure", st.failures},
       {"rejected", st.rejected},
       {"dropped_stale", st.dropped_stale},
       {"released", st.released},
+      {"ignored", st.ignored},
   }};
   for (const auto& [outcome, value] : outcomes) {
     sink.counter(kBreakerCalls, kCallsHelp, {{"breaker", name}, {"outcome", outcome}}, d(value));
@@ -83,6 +98,143 @@ void report(const TimeoutStage& stage, std::string_view name, MetricsSink& sink)
                d(st.calls));
   sink.counter(kTimeoutTimeouts, "Calls that the timeout stage ended with a timeout.",
                {{"timeout", name}}, d(st.timeouts));
+}
+
+void report(const limit::Bulkhead& bulkhead, MetricsSink& sink) {
+  const limit::Bulkhead::Stats st = bulkhead.stats();
+  const std::string_view name = bulkhead.name();
+  const OneLabel labels{{"bulkhead", name}};
+  sink.gauge(kBulkheadInFlight, "Bulkhead permits held now.", labels, d(bulkhead.in_flight()));
+  sink.gauge(kBulkheadLimit, "Bulkhead permits allowed at once now.", labels, d(bulkhead.limit()));
+  sink.gauge(kBulkheadQueued, "Calls waiting in the bulkhead's queue now.", labels,
+             d(bulkhead.queued()));
+  constexpr std::string_view kGrantedHelp =
+      "Bulkhead permits granted, at once (wait=none) or after queueing (wait=queued).";
+  sink.counter(kBulkheadGranted, kGrantedHelp, {{"bulkhead", name}, {"wait", "none"}},
+               d(st.granted));
+  sink.counter(kBulkheadGranted, kGrantedHelp, {{"bulkhead", name}, {"wait", "queued"}},
+               d(st.granted_after_wait));
+  constexpr std::string_view kRejectedHelp =
+      "Calls the bulkhead refused, by reason (on arrival: queue_full, throttled, no_time_left, "
+      "closed; after queueing: timed_out, displaced).";
+  const std::array<std::pair<std::string_view, uint64_t>, 6> reasons = {{
+      {"queue_full", st.rejected_queue_full},
+      {"throttled", st.rejected_throttled},
+      {"no_time_left", st.rejected_no_time},
+      {"closed", st.rejected_closed},
+      {"timed_out", st.timed_out},
+      {"displaced", st.displaced},
+  }};
+  for (const auto& [reason, value] : reasons) {
+    sink.counter(kBulkheadRejected, kRejectedHelp, {{"bulkhead", name}, {"reason", reason}},
+                 d(value));
+  }
+  sink.counter(kBulkheadQueuedTotal, "Calls that entered the bulkhead's queue.", labels,
+               d(st.queued));
+  sink.counter(kBulkheadWithdrawn, "Queued calls withdrawn by their owner before an answer.",
+               labels, d(st.withdrawn));
+  sink.gauge(kBulkheadHold, "Estimated bulkhead permit hold time (EWMA of releases).", labels,
+             std::chrono::duration<double>(bulkhead.hold_estimate()).count());
+  sink.gauge(
+      kBulkheadEstimatedWait,
+      "Estimated wait in the bulkhead for a call arriving now at priority 0.", labels,
+      std::chrono::duration<double>(bulkhead.estimated_wait(bulkhead.clock().now())).count());
+}
+
+void report(const limit::RateLimiter& limiter, std::string_view name, TimePoint now,
+            MetricsSink& sink) {
+  sink.gauge(kLimiterRemaining, "Permits the rate limiter could grant now.", {{"limiter", name}},
+             d(limiter.peek(now).remaining));
+  sink.gauge(kLimiterCapacity, "The most permits the rate limiter grants at one instant.",
+             {{"limiter", name}}, d(limiter.limit()));
+}
+
+namespace {
+constexpr std::string_view kLimiterDecisionsHelp =
+    "Calls through a rate limit stage, by decision (admitted, rejected: rate_limited, "
+    "refused_no_key: a keyless call refused).";
+}  // namespace
+
+void report(const limit::RateLimitStage& stage, std::string_view name, TimePoint now,
+            MetricsSink& sink) {
+  const limit::RateLimitStage::Stats st = stage.stats();
+  sink.counter(kLimiterDecisions, kLimiterDecisionsHelp,
+               {{"limiter", name}, {"result", "admitted"}}, d(st.admitted));
+  sink.counter(kLimiterDecisions, kLimiterDecisionsHelp,
+               {{"limiter", name}, {"result", "rejected"}}, d(st.rejected));
+  report(stage.limiter(), name, now, sink);
+}
+
+void report(const limit::KeyedRateLimitStage& stage, std::string_view name, MetricsSink& sink) {
+  const limit::KeyedRateLimitStage::Stats st = stage.stats();
+  sink.counter(kLimiterDecisions, kLimiterDecisionsHelp,
+               {{"limiter", name}, {"result", "admitted"}}, d(st.admitted));
+  sink.counter(kLimiterDecisions, kLimiterDecisionsHelp,
+               {{"limiter", name}, {"result", "rejected"}}, d(st.rejected));
+  sink.counter(kLimiterDecisions, kLimiterDecisionsHelp,
+               {{"limiter", name}, {"result", "refused_no_key"}}, d(st.refused_no_key));
+  sink.counter(kLimiterKeyless, "Calls through a keyed rate limit stage without a key.",
+               {{"limiter", name}}, d(st.missing_key));
+}
+
+void report(const limit::KeyedLimiter& limiter, std::string_view name, MetricsSink& sink) {
+  const limit::KeyedLimiter::Stats st = limiter.stats();
+  const OneLabel labels{{"limiter", name}};
+  sink.gauge(kKeyedLimiterKeys, "Keys with a state in the keyed rate limiter.", labels, d(st.keys));
+  constexpr std::string_view kDecisionsHelp = "Keyed rate limiter decisions, by result.";
+  sink.counter(kKeyedLimiterDecisions, kDecisionsHelp, {{"limiter", name}, {"result", "admitted"}},
+               d(st.admitted));
+  sink.counter(kKeyedLimiterDecisions, kDecisionsHelp, {{"limiter", name}, {"result", "rejected"}},
+               d(st.rejected));
+  constexpr std::string_view kEvictionsHelp =
+      "Keys evicted from the keyed rate limiter: idle (fully recovered) or forced (to make room).";
+  sink.counter(kKeyedLimiterEvictions, kEvictionsHelp, {{"limiter", name}, {"reason", "idle"}},
+               d(st.evictions_idle));
+  sink.counter(kKeyedLimiterEvictions, kEvictionsHelp, {{"limiter", name}, {"reason", "forced"}},
+               d(st.evictions_forced));
+  sink.counter(kKeyedLimiterLimitedEvictions,
+               "Forced evictions of keys that were being limited when evicted.", labels,
+               d(st.evictions_limited));
+  sink.gauge(kKeyedLimiterMemory, "Bytes the keyed rate limiter has allocated.", labels,
+             d(st.memory_bytes));
+  sink.gauge(kKeyedLimiterMaxBytes, "The keyed rate limiter's memory bound in bytes.", labels,
+             d(st.max_bytes));
+  sink.gauge(kKeyedLimiterMaxKeys, "Keys the keyed rate limiter can hold at its memory bound.",
+             labels, d(st.max_keys));
+}
+
+void report(const fallback::HedgePolicy& policy, std::string_view name, MetricsSink& sink) {
+  const fallback::HedgePolicy::Stats st = policy.stats();
+  const OneLabel labels{{"hedge", name}};
+  sink.counter(kHedgeCalls, "Hedged calls started.", labels, d(st.calls));
+  sink.counter(kHedgeHedges, "Hedge attempts started after the first.", labels, d(st.hedges));
+  sink.counter(kHedgeWins, "Hedged calls answered by an attempt other than the first.", labels,
+               d(st.hedge_wins));
+  sink.counter(kHedgeBudgetRefused, "Hedges not started because the retry budget refused.", labels,
+               d(st.budget_refused));
+}
+
+void report(const cache::CacheStats& st, std::string_view name, MetricsSink& sink) {
+  const OneLabel labels{{"cache", name}};
+  constexpr std::string_view kLookupsHelp = "Cache lookups, by result (hit: a fresh entry).";
+  sink.counter(kCacheLookups, kLookupsHelp, {{"cache", name}, {"result", "hit"}}, d(st.hits));
+  sink.counter(kCacheLookups, kLookupsHelp, {{"cache", name}, {"result", "miss"}}, d(st.misses));
+  sink.counter(kCacheExpirations, "Cache misses that found the entry expired.", labels,
+               d(st.expirations));
+  sink.counter(kCacheStaleServed, "Expired cache values served (stale-if-error).", labels,
+               d(st.stale_served));
+  sink.counter(kCacheFills, "Cache fills started.", labels, d(st.fills));
+  sink.counter(kCacheFillFailures, "Cache fills that ended in an error.", labels,
+               d(st.fill_failures));
+  sink.counter(kCacheFillWaits, "Cache callers that waited for another caller's fill.", labels,
+               d(st.fill_waits));
+  sink.counter(kCacheEvictions, "Cache entries removed to make room.", labels, d(st.evictions));
+  sink.counter(kCacheInvalidations, "Cache entries removed by invalidate, clear or a rejected put.",
+               labels, d(st.invalidations));
+  sink.counter(kCacheRejected, "Values the cache did not store (too large, or ttl <= 0).", labels,
+               d(st.rejected));
+  sink.gauge(kCacheEntries, "Cache entries now.", labels, d(st.entries));
+  sink.gauge(kCacheBytes, "Charged bytes of the cache's entries now.", labels, d(st.bytes));
 }
 
 namespace {

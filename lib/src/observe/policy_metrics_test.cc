@@ -6,8 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "bulwark/cache/cache.h"
 #include "bulwark/circuit/circuit_breaker.h"
+#include "bulwark/fallback/hedge.h"
 #include "bulwark/lifecycle/shutdown.h"
+#include "bulwark/limit/bulkhead.h"
+#include "bulwark/limit/keyed_limiter.h"
+#include "bulwark/limit/keyed_rate_limit_stage.h"
+#include "bulwark/limit/rate_limit_stage.h"
+#include "bulwark/limit/token_bucket.h"
 #include "bulwark/observe/alerts.h"
 #include "bulwark/observe/health.h"
 #include "bulwark/observe/prometheus.h"
@@ -60,10 +67,11 @@ TEST(PolicyMetrics, BreakerSeriesFollowARealBreakerThroughItsStates) {
   {
     SnapshotSink s;
     report(breaker, s);
-    // 5 outcomes + slow + 6 states + transitions.
-    EXPECT_EQ(s.samples().size(), 13u);
+    // 6 outcomes + slow + 6 states + transitions.
+    EXPECT_EQ(s.samples().size(), 14u);
     expect_state(s, "users", State::closed);
-    for (const char* o : {"success", "failure", "rejected", "dropped_stale", "released"}) {
+    for (const char* o :
+         {"success", "failure", "rejected", "dropped_stale", "released", "ignored"}) {
       EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", o}}), 0.0) << o;
     }
   }
@@ -75,7 +83,8 @@ TEST(PolicyMetrics, BreakerSeriesFollowARealBreakerThroughItsStates) {
   breaker.on_success(a.permit, clock.now());  // slow: 2 s > 1 s
   auto b = breaker.try_acquire(clock.now());
   breaker.release(b.permit);
-  auto late = breaker.try_acquire(clock.now());  // still running when the breaker trips
+  breaker.ignore(breaker.try_acquire(clock.now()).permit);  // e.g. a 429: not counted
+  auto late = breaker.try_acquire(clock.now());             // still running when the breaker trips
   for (int i = 0; i < 3; ++i) {
     auto p = breaker.try_acquire(clock.now());
     ASSERT_TRUE(p.allowed);
@@ -90,6 +99,7 @@ TEST(PolicyMetrics, BreakerSeriesFollowARealBreakerThroughItsStates) {
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "success"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "failure"}}), 3.0);
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "released"}}), 1.0);
+    EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "ignored"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerCalls, {{"breaker", "users"}, {"outcome", "rejected"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerSlowCalls, {{"breaker", "users"}}), 1.0);
     EXPECT_EQ(value(s, kBreakerTransitions, {{"breaker", "users"}}), 1.0);
@@ -209,8 +219,8 @@ TEST(PolicyMetrics, EveryDocumentedSeriesPassesPromtoolThroughARegistry) {
   ScrapeStats stats;
   const std::string text = to_prometheus_text(registry, &stats);
   EXPECT_EQ(stats.dropped, 0u) << stats.first_error;
-  // 13 series per breaker, 4 budget, 5 retry, 2 timeout, 1 registry.
-  EXPECT_EQ(stats.series, 13u * 2 + 4 + 5 + 2 + 1);
+  // 14 series per breaker, 4 budget, 5 retry, 2 timeout, 1 registry.
+  EXPECT_EQ(stats.series, 14u * 2 + 4 + 5 + 2 + 1);
   for (std::string_view name :
        {kBreakerCalls, kBreakerSlowCalls, kBreakerState, kBreakerTransitions, kRetryBudgetRequests,
         kRetryBudgetRetries, kRetryBudgetAllowed, kRetryBudgetExhausted, kRetryCalls, kRetryRetries,
@@ -218,6 +228,232 @@ TEST(PolicyMetrics, EveryDocumentedSeriesPassesPromtoolThroughARegistry) {
     EXPECT_NE(text.find("# TYPE " + std::string(name) + " "), std::string::npos) << name;
   }
   EXPECT_NE(text.find(R"(bulwark_breaker_state{breaker="users \"primary\"",state="closed"} 1)"),
+            std::string::npos)
+      << text;
+  test::expect_promtool_clean(text);
+}
+
+// --- bulkhead, limiters, hedging, cache ------------------------------------------------------
+
+TEST(PolicyMetrics, BulkheadSeriesCountGrantsRefusalsAndTheQueue) {
+  ManualClock clock;
+  limit::Bulkhead b(
+      "db", {.max_concurrent = 1, .max_queue = 1, .max_wait = 100ms, .initial_hold_time = 50ms},
+      clock);
+  auto first = b.try_acquire(clock.now());
+  ASSERT_EQ(first.status, limit::Bulkhead::Status::granted);
+  auto waiting = b.try_acquire(clock.now());
+  ASSERT_EQ(waiting.status, limit::Bulkhead::Status::queued);
+  ASSERT_EQ(b.try_acquire(clock.now()).reason, errc::queue_full);
+  {
+    SnapshotSink s;
+    report(b, s);
+    EXPECT_EQ(value(s, kBulkheadInFlight, {{"bulkhead", "db"}}), 1.0);
+    EXPECT_EQ(value(s, kBulkheadLimit, {{"bulkhead", "db"}}), 1.0);
+    EXPECT_EQ(value(s, kBulkheadQueued, {{"bulkhead", "db"}}), 1.0);
+    EXPECT_EQ(value(s, kBulkheadGranted, {{"bulkhead", "db"}, {"wait", "none"}}), 1.0);
+    EXPECT_EQ(value(s, kBulkheadGranted, {{"bulkhead", "db"}, {"wait", "queued"}}), 0.0);
+    EXPECT_EQ(value(s, kBulkheadRejected, {{"bulkhead", "db"}, {"reason", "queue_full"}}), 1.0);
+    EXPECT_EQ(value(s, kBulkheadQueuedTotal, {{"bulkhead", "db"}}), 1.0);
+    EXPECT_DOUBLE_EQ(value(s, kBulkheadHold, {{"bulkhead", "db"}}), 0.05);
+    // One permit held, one call queued: a new arrival waits about two hold times.
+    EXPECT_GT(value(s, kBulkheadEstimatedWait, {{"bulkhead", "db"}}), 0.0);
+    // 3 gauges + 2 granted + 6 reasons + queued + withdrawn + hold + estimated wait.
+    EXPECT_EQ(s.samples().size(), 15u);
+  }
+  // The release hands the permit to the queued call.
+  clock.advance(10ms);
+  first.permit.release(clock.now());
+  Result<limit::Permit> held = waiting.ticket.take();  // held until the end
+  ASSERT_TRUE(held);
+  // A queued call that times out, one withdrawn, one refused for a closed bulkhead.
+  auto late = b.try_acquire(clock.now());
+  ASSERT_EQ(late.status, limit::Bulkhead::Status::queued);
+  clock.advance(100ms);
+  EXPECT_EQ(b.expire(clock.now()), 1u);
+  auto gone = b.try_acquire(clock.now());
+  ASSERT_EQ(gone.status, limit::Bulkhead::Status::queued);
+  ASSERT_TRUE(gone.ticket.withdraw());
+  b.set_limit(0, clock.now());
+  ASSERT_EQ(b.try_acquire(clock.now()).reason, errc::rejected);
+  SnapshotSink s;
+  report(b, s);
+  EXPECT_EQ(value(s, kBulkheadGranted, {{"bulkhead", "db"}, {"wait", "queued"}}), 1.0);
+  EXPECT_EQ(value(s, kBulkheadRejected, {{"bulkhead", "db"}, {"reason", "timed_out"}}), 1.0);
+  EXPECT_EQ(value(s, kBulkheadRejected, {{"bulkhead", "db"}, {"reason", "closed"}}), 1.0);
+  EXPECT_EQ(value(s, kBulkheadWithdrawn, {{"bulkhead", "db"}}), 1.0);
+  EXPECT_EQ(value(s, kBulkheadQueuedTotal, {{"bulkhead", "db"}}), 3.0);
+  EXPECT_EQ(value(s, kBulkheadLimit, {{"bulkhead", "db"}}), 0.0);
+}
+
+TEST(PolicyMetrics, RateLimitStageSeriesCountDecisionsAndShowTheLimiter) {
+  ManualClock clock;
+  limit::TokenBucket bucket({.rate = limit::Rate::per_second(10), .burst = 3});
+  auto p = Pipeline::Builder(clock).rate_limit(bucket, {.permits = 2}).build();
+  EXPECT_TRUE(p.execute([] { return 1; }));
+  EXPECT_FALSE(p.execute([] { return 1; }));
+  SnapshotSink s;
+  report(dynamic_cast<const limit::RateLimitStage&>(*p.stages()[0]), "api", clock.now(), s);
+  EXPECT_EQ(value(s, kLimiterDecisions, {{"limiter", "api"}, {"result", "admitted"}}), 1.0);
+  EXPECT_EQ(value(s, kLimiterDecisions, {{"limiter", "api"}, {"result", "rejected"}}), 1.0);
+  EXPECT_EQ(value(s, kLimiterRemaining, {{"limiter", "api"}}), 1.0);
+  EXPECT_EQ(value(s, kLimiterCapacity, {{"limiter", "api"}}), 3.0);
+  EXPECT_EQ(s.samples().size(), 4u);
+}
+
+TEST(PolicyMetrics, KeyedStageAndKeyedLimiterSeries) {
+  ManualClock clock;
+  limit::KeyedLimiter limiter(
+      {.rate = limit::Rate::per_second(1), .burst = 1, .shards = 1, .hash_seed = 3});
+  auto shared = Pipeline::Builder(clock).keyed_rate_limit(limiter).build();
+  auto strict = Pipeline::Builder(clock)
+                    .keyed_rate_limit(limiter, {.missing_key = limit::MissingKey::refuse})
+                    .build();
+  EXPECT_TRUE(shared.execute([] { return 1; }, {.key = "a"}));
+  EXPECT_FALSE(shared.execute([] { return 1; }, {.key = "a"}));
+  EXPECT_TRUE(shared.execute([] { return 1; }));  // keyless: the shared key
+  EXPECT_FALSE(strict.execute([] { return 1; }));
+  {
+    SnapshotSink s;
+    report(dynamic_cast<const limit::KeyedRateLimitStage&>(*shared.stages()[0]), "clients", s);
+    EXPECT_EQ(value(s, kLimiterDecisions, {{"limiter", "clients"}, {"result", "admitted"}}), 2.0);
+    EXPECT_EQ(value(s, kLimiterDecisions, {{"limiter", "clients"}, {"result", "rejected"}}), 1.0);
+    EXPECT_EQ(value(s, kLimiterDecisions, {{"limiter", "clients"}, {"result", "refused_no_key"}}),
+              0.0);
+    EXPECT_EQ(value(s, kLimiterKeyless, {{"limiter", "clients"}}), 1.0);
+    SnapshotSink t;
+    report(dynamic_cast<const limit::KeyedRateLimitStage&>(*strict.stages()[0]), "strict", t);
+    EXPECT_EQ(value(t, kLimiterDecisions, {{"limiter", "strict"}, {"result", "refused_no_key"}}),
+              1.0);
+  }
+  clock.advance(10s);
+  EXPECT_EQ(limiter.sweep(clock.now()), 2u);  // both keys recovered: idle evictions
+  SnapshotSink s;
+  report(limiter, "clients", s);
+  EXPECT_EQ(value(s, kKeyedLimiterKeys, {{"limiter", "clients"}}), 0.0);
+  EXPECT_EQ(value(s, kKeyedLimiterDecisions, {{"limiter", "clients"}, {"result", "admitted"}}),
+            2.0);
+  EXPECT_EQ(value(s, kKeyedLimiterDecisions, {{"limiter", "clients"}, {"result", "rejected"}}),
+            1.0);
+  EXPECT_EQ(value(s, kKeyedLimiterEvictions, {{"limiter", "clients"}, {"reason", "idle"}}), 2.0);
+  EXPECT_EQ(value(s, kKeyedLimiterEvictions, {{"limiter", "clients"}, {"reason", "forced"}}), 0.0);
+  EXPECT_EQ(value(s, kKeyedLimiterLimitedEvictions, {{"limiter", "clients"}}), 0.0);
+  const limit::KeyedLimiter::Stats st = limiter.stats();
+  EXPECT_EQ(value(s, kKeyedLimiterMemory, {{"limiter", "clients"}}),
+            static_cast<double>(st.memory_bytes));
+  EXPECT_EQ(value(s, kKeyedLimiterMaxBytes, {{"limiter", "clients"}}),
+            static_cast<double>(st.max_bytes));
+  EXPECT_EQ(value(s, kKeyedLimiterMaxKeys, {{"limiter", "clients"}}),
+            static_cast<double>(st.max_keys));
+}
+
+TEST(PolicyMetrics, HedgeSeriesCountHedgesWinsAndBudgetRefusals) {
+  ManualClock clock;
+  retry::RetryBudget budget({.ratio = 0.0, .min_per_second = 0.1, .window = 10s});  // 1 hedge
+  fallback::HedgePolicy policy({.delay = 50ms, .max_attempts = 3}, &budget, clock);
+  auto run = policy.start();
+  ASSERT_EQ(run.on_start(clock.now()), fallback::RaceAction::start(0));
+  clock.advance(50ms);
+  ASSERT_EQ(run.on_timer(clock.now()), fallback::RaceAction::start(1));
+  clock.advance(50ms);
+  EXPECT_EQ(run.on_timer(clock.now()), fallback::RaceAction::none());  // the budget refuses
+  EXPECT_EQ(run.on_result(1, Outcome::success, clock.now()), fallback::RaceAction::finish(1));
+  SnapshotSink s;
+  report(policy, "search", s);
+  EXPECT_EQ(value(s, kHedgeCalls, {{"hedge", "search"}}), 1.0);
+  EXPECT_EQ(value(s, kHedgeHedges, {{"hedge", "search"}}), 1.0);
+  EXPECT_EQ(value(s, kHedgeWins, {{"hedge", "search"}}), 1.0);
+  EXPECT_EQ(value(s, kHedgeBudgetRefused, {{"hedge", "search"}}), 1.0);
+}
+
+TEST(PolicyMetrics, CacheSeriesCountLookupsEvictionsExpirationsAndSize) {
+  ManualClock clock;
+  cache::Cache<std::string, std::string> c(
+      {.max_entries = 2, .max_bytes = 1 << 20, .shards = 1, .ttl = 10s});
+  EXPECT_TRUE(c.put("a", std::string("1"), clock.now()));
+  EXPECT_TRUE(c.put("b", std::string("2"), clock.now()));
+  EXPECT_TRUE(c.get("a", clock.now()));
+  EXPECT_FALSE(c.get("x", clock.now()));
+  EXPECT_TRUE(c.put("c", std::string("3"), clock.now()));  // evicts one of a, b
+  clock.advance(11s);
+  EXPECT_FALSE(c.get("c", clock.now()));  // expired
+  SnapshotSink s;
+  report(c, "profiles", s);
+  const cache::CacheStats st = c.stats();
+  EXPECT_EQ(value(s, kCacheLookups, {{"cache", "profiles"}, {"result", "hit"}}), 1.0);
+  EXPECT_EQ(value(s, kCacheLookups, {{"cache", "profiles"}, {"result", "miss"}}), 2.0);
+  EXPECT_EQ(value(s, kCacheExpirations, {{"cache", "profiles"}}), 1.0);
+  EXPECT_EQ(value(s, kCacheEvictions, {{"cache", "profiles"}}), 1.0);
+  EXPECT_EQ(value(s, kCacheEntries, {{"cache", "profiles"}}), static_cast<double>(st.entries));
+  EXPECT_EQ(value(s, kCacheBytes, {{"cache", "profiles"}}), static_cast<double>(st.bytes));
+  EXPECT_GT(st.bytes, 0u);
+  EXPECT_EQ(value(s, kCacheFills, {{"cache", "profiles"}}), 0.0);
+  EXPECT_EQ(s.samples().size(), 12u);
+}
+
+TEST(PolicyMetrics, TheNewSeriesPassPromtoolThroughARegistry) {
+  ManualClock clock;
+  limit::Bulkhead bulkhead("db", {.max_concurrent = 4}, clock);
+  limit::TokenBucket bucket({.rate = limit::Rate::per_second(10), .burst = 3});
+  limit::RateLimitStage rate_stage(bucket);
+  limit::KeyedLimiter keyed({.rate = limit::Rate::per_second(10), .burst = 3});
+  limit::KeyedRateLimitStage keyed_stage(keyed);
+  fallback::HedgePolicy hedge({}, nullptr, clock);
+  cache::Cache<std::string, std::string> c({.ttl = 10s});
+  (void)c.get("k", clock.now());
+  Registry registry;
+  registry.add_collector([&](MetricsSink& s) {
+    report(bulkhead, s);
+    report(limit::Bulkhead("payments \"eu\"", {}, clock), s);  // a second bulkhead
+    report(rate_stage, "api", clock.now(), s);
+    report(keyed_stage, "clients", s);  // same decisions family, more results
+    report(keyed, "clients", s);
+    report(hedge, "search", s);
+    report(c, "profiles", s);
+  });
+  ScrapeStats stats;
+  const std::string text = to_prometheus_text(registry, &stats);
+  EXPECT_EQ(stats.dropped, 0u) << stats.first_error;
+  // 15 per bulkhead, 4 rate stage, 4 keyed stage, 9 keyed limiter, 4 hedge, 12 cache.
+  EXPECT_EQ(stats.series, 15u * 2 + 4 + 4 + 9 + 4 + 12);
+  for (std::string_view name : {kBulkheadInFlight,
+                                kBulkheadLimit,
+                                kBulkheadQueued,
+                                kBulkheadGranted,
+                                kBulkheadRejected,
+                                kBulkheadQueuedTotal,
+                                kBulkheadWithdrawn,
+                                kBulkheadHold,
+                                kBulkheadEstimatedWait,
+                                kLimiterDecisions,
+                                kLimiterKeyless,
+                                kLimiterRemaining,
+                                kLimiterCapacity,
+                                kKeyedLimiterKeys,
+                                kKeyedLimiterDecisions,
+                                kKeyedLimiterEvictions,
+                                kKeyedLimiterLimitedEvictions,
+                                kKeyedLimiterMemory,
+                                kKeyedLimiterMaxBytes,
+                                kKeyedLimiterMaxKeys,
+                                kHedgeCalls,
+                                kHedgeHedges,
+                                kHedgeWins,
+                                kHedgeBudgetRefused,
+                                kCacheLookups,
+                                kCacheExpirations,
+                                kCacheStaleServed,
+                                kCacheFills,
+                                kCacheFillFailures,
+                                kCacheFillWaits,
+                                kCacheEvictions,
+                                kCacheInvalidations,
+                                kCacheRejected,
+                                kCacheEntries,
+                                kCacheBytes}) {
+    EXPECT_NE(text.find("# TYPE " + std::string(name) + " "), std::string::npos) << name;
+  }
+  EXPECT_NE(text.find(R"(bulwark_cache_lookups_total{cache="profiles",result="miss"} 1)"),
             std::string::npos)
       << text;
   test::expect_promtool_clean(text);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -370,6 +372,272 @@ TEST(Pipeline, SeededJitterIsReproducible) {
     return starts;
   };
   EXPECT_EQ(run_once(), run_once());
+}
+
+// --- per-stage judgement: a 429 retried without counting against the breaker -----------------
+
+// An HTTP-like reply: 429 carries a status the stages can judge by.
+struct Reply {
+  uint32_t status;
+};
+
+Classification classify_reply(const Result<Reply>& r) {
+  if (!r) return {Outcome::retryable_failure};
+  if (r->status == 429) return {Outcome::retryable_failure, std::nullopt, 429};
+  if (r->status >= 500) return {Outcome::retryable_failure, std::nullopt, r->status};
+  return {Outcome::success, std::nullopt, r->status};
+}
+
+BreakerVerdict ignore_429(const AttemptResult& r) {
+  return r.status == 429 ? BreakerVerdict::ignore : default_breaker_verdict(r);
+}
+
+TEST(PipelineJudge, A429IsRetriedAndTheBreakerCountsNothingForIt) {
+  ManualClock clock;
+  auto bo = small_breaker();
+  bo.consecutive_failures = 2;  // two counted failures in a row would open it
+  CircuitBreaker breaker("b", bo, clock);
+  auto p = Pipeline::Builder(clock)
+               .retry(no_jitter(3, 1ms, 1ms))
+               .circuit_breaker(breaker, {.judge = ignore_429})
+               .build();
+  int calls = 0;
+  ExecutionInfo info;
+  auto r = p.execute_classified([&] { return Result<Reply>(Reply{++calls < 3 ? 429u : 200u}); },
+                                classify_reply, {.info = &info});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200u);
+  EXPECT_EQ(info.attempts, 3u);  // both 429s were retried
+  const circuit::BreakerStats st = breaker.stats();
+  EXPECT_EQ(st.ignored, 2u);
+  EXPECT_EQ(st.failures, 0u);
+  EXPECT_EQ(st.successes, 1u);
+  EXPECT_EQ(breaker.window(clock.now()).calls, 1u);
+  EXPECT_EQ(breaker.state(), State::closed);
+}
+
+TEST(PipelineJudge, WithoutAJudgeEveryRetryableFailureCountsAsBefore) {
+  ManualClock clock;
+  auto bo = small_breaker();
+  bo.consecutive_failures = 2;
+  CircuitBreaker breaker("b", bo, clock);
+  auto p = Pipeline::Builder(clock).retry(no_jitter(3, 1ms, 1ms)).circuit_breaker(breaker).build();
+  int calls = 0;
+  auto r = p.execute_classified([&] { return Result<Reply>(Reply{++calls < 3 ? 429u : 200u}); },
+                                classify_reply);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::circuit_open);  // two failures opened it before the third try
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(breaker.stats().failures, 2u);
+  EXPECT_EQ(breaker.stats().ignored, 0u);
+  EXPECT_EQ(breaker.state(), State::open);
+}
+
+TEST(PipelineJudge, TheBreakerJudgeCanCountWhatTheClassifierCallsASuccess) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", small_breaker(), clock);
+  auto p = Pipeline::Builder(clock)
+               .circuit_breaker(breaker, {.judge =
+                                              [](const AttemptResult& r) {
+                                                return r.status == 299 ? BreakerVerdict::failure
+                                                                       : default_breaker_verdict(r);
+                                              }})
+               .build();
+  auto r = p.execute_classified([] { return Result<Reply>(Reply{299}); }, classify_reply);
+  ASSERT_TRUE(r);  // the caller still gets the reply: the judge is the breaker's alone
+  EXPECT_EQ(breaker.stats().failures, 1u);
+}
+
+TEST(PipelineJudge, TheRetryJudgeRetriesWhatTheClassifierCallsFinal) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", small_breaker(), clock);
+  // The classifier says 429 is the caller's fault (not retried, a success for breakers).
+  auto classify = [](const Result<Reply>& r) {
+    return r->status == 429 ? Classification{Outcome::caller_error, std::nullopt, 429}
+                            : Classification{Outcome::success, std::nullopt, r->status};
+  };
+  auto retry_429 = [](const AttemptResult& r) {
+    return r.status == 429 ? Outcome::retryable_failure : r.outcome;
+  };
+  for (bool judged : {false, true}) {
+    SCOPED_TRACE(judged ? "with judge" : "without");
+    RetryStageOptions so;
+    if (judged) so.judge = retry_429;
+    auto p = Pipeline::Builder(clock).retry(no_jitter(3, 1ms, 1ms), so).build();
+    int calls = 0;
+    ExecutionInfo info;
+    auto r = p.execute_classified([&] { return Result<Reply>(Reply{++calls < 3 ? 429u : 200u}); },
+                                  classify, {.info = &info});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, judged ? 200u : 429u);
+    EXPECT_EQ(info.attempts, judged ? 3u : 1u);
+    // The result passed on keeps the classifier's judgement.
+    EXPECT_EQ(info.outcome, judged ? Outcome::success : Outcome::caller_error);
+  }
+}
+
+TEST(PipelineJudge, RetryStageOptionsCarryBudgetAndSeed) {
+  ManualClock clock;
+  retry::RetryBudget budget({.ratio = 0.0, .min_per_second = 0.1, .window = 10s});  // 1 retry
+  auto p = Pipeline::Builder(clock)
+               .retry(no_jitter(5, 1ms, 1ms), {.budget = &budget, .seed = 7})
+               .build();
+  ExecutionInfo info;
+  (void)p.execute([] { return fail(); }, {.info = &info});
+  EXPECT_EQ(info.attempts, 2u);
+  EXPECT_EQ(info.policy_reason, errc::budget_exhausted);
+}
+
+// Logs every step of its runs, to pin when executors construct, enter, leave, abandon and
+// destroy them. `in_place` chooses between start_in() and start().
+class TracingStage final : public Stage {
+ public:
+  TracingStage(std::string name, std::vector<std::string>& log, bool in_place = true,
+               bool throw_on_enter = false)
+      : name_(std::move(name)), log_(log), in_place_(in_place), throw_(throw_on_enter) {}
+
+  class Run final : public StageRun {
+   public:
+    explicit Run(const TracingStage& s) : s_(s) { s_.log("ctor"); }
+    ~Run() override { s_.log("dtor"); }
+    Step enter(CallContext&, TimePoint) override {
+      s_.log("enter");
+      if (s_.throw_) throw std::runtime_error("enter");
+      return Step::proceed();
+    }
+    Step leave(CallContext&, AttemptResult r, TimePoint) override {
+      s_.log("leave");
+      return Step::finish(r);
+    }
+    void abandon() noexcept override { s_.log("abandon"); }
+
+   private:
+    const TracingStage& s_;
+  };
+
+  std::unique_ptr<StageRun> start() const override { return std::make_unique<Run>(*this); }
+  std::size_t run_size() const noexcept override { return in_place_ ? sizeof(Run) : 0; }
+  std::size_t run_align() const noexcept override { return alignof(Run); }
+  StageRun* start_in(void* p) const override { return emplace_run<Run>(p, *this); }
+  std::string_view kind() const noexcept override { return "tracing"; }
+
+ private:
+  void log(const char* what) const { log_.push_back(std::string(what) + " " + name_); }
+  std::string name_;
+  std::vector<std::string>& log_;
+  bool in_place_;
+  bool throw_;
+};
+
+using Log = std::vector<std::string>;
+
+TEST(PipelineRuns, AStageInsideRetryGetsAFreshRunPerAttempt) {
+  for (bool in_place : {true, false}) {
+    SCOPED_TRACE(in_place ? "in place" : "heap");
+    ManualClock clock;
+    Log log;
+    auto p = Pipeline::Builder(clock)
+                 .stage(std::make_shared<TracingStage>("A", log, in_place))
+                 .retry(no_jitter(3, 1ms, 1ms))
+                 .stage(std::make_shared<TracingStage>("B", log, in_place))
+                 .build();
+    int calls = 0;
+    auto r = p.execute([&]() -> Result<int> {
+      log.push_back("call");
+      return ++calls < 2 ? fail() : Result<int>(calls);
+    });
+    ASSERT_TRUE(r);
+    EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "call", "leave B", "dtor B",
+                        "ctor B", "enter B", "call", "leave B", "dtor B", "leave A", "dtor A"}));
+  }
+}
+
+TEST(PipelineRuns, AnExceptionFromTheCallAbandonsEveryStageInnermostFirst) {
+  for (bool in_place : {true, false}) {
+    SCOPED_TRACE(in_place ? "in place" : "heap");
+    ManualClock clock;
+    Log log;
+    auto p = Pipeline::Builder(clock)
+                 .stage(std::make_shared<TracingStage>("A", log, in_place))
+                 .stage(std::make_shared<TracingStage>("B", log, in_place))
+                 .build();
+    // Pipeline::run is the untyped core: the call's exception is not caught for it.
+    EXPECT_THROW(
+        (void)p.run({}, [](CallContext&) -> AttemptResult { throw std::logic_error("x"); }),
+        std::logic_error);
+    EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "abandon B", "dtor B",
+                        "abandon A", "dtor A"}));
+  }
+}
+
+TEST(PipelineRuns, AnExceptionFromAStageAbandonsTheStagesOutsideIt) {
+  ManualClock clock;
+  Log log;
+  auto p = Pipeline::Builder(clock)
+               .stage(std::make_shared<TracingStage>("A", log))
+               .stage(std::make_shared<TracingStage>("B", log, false, /*throw_on_enter=*/true))
+               .build();
+  EXPECT_THROW((void)p.execute([] { return 1; }), std::runtime_error);
+  EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "dtor B", "abandon A", "dtor A"}));
+}
+
+// PipelineCall driven by hand, as an executor for another event loop would.
+TEST(PipelineCallProtocol, AnExecutorOnlyRunsCallsSleepsAndWaitsItIsAskedFor) {
+  ManualClock clock;
+  Log log;
+  auto p = Pipeline::Builder(clock)
+               .stage(std::make_shared<TracingStage>("A", log))
+               .retry(no_jitter(3, 10ms, 10ms))
+               .stage(std::make_shared<TracingStage>("B", log))
+               .build();
+  std::vector<std::byte> storage(p.call_storage_size() + p.call_storage_align());
+  void* aligned = storage.data();
+  std::size_t space = storage.size();
+  ASSERT_NE(std::align(p.call_storage_align(), p.call_storage_size(), aligned, space), nullptr);
+  using Kind = PipelineCall::Kind;
+  {
+    PipelineCall walk(p, CallContext{}, aligned);
+    PipelineCall::Action a = walk.start();
+    ASSERT_EQ(a.kind, Kind::call);
+    EXPECT_EQ(walk.call_context().attempt, 1u);
+    a = walk.on_call(AttemptResult::from_policy(errc::call_failed, Outcome::retryable_failure));
+    ASSERT_EQ(a.kind, Kind::sleep);
+    EXPECT_EQ(a.delay, 10ms);
+    a = walk.on_sleep_end();
+    ASSERT_EQ(a.kind, Kind::call);
+    EXPECT_EQ(walk.call_context().attempt, 2u);
+    a = walk.on_call(AttemptResult{});
+    ASSERT_EQ(a.kind, Kind::done);
+    EXPECT_EQ(walk.take_result().outcome, Outcome::success);
+  }
+  EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "leave B", "dtor B", "ctor B",
+                      "enter B", "leave B", "dtor B", "leave A", "dtor A"}));
+
+  // A sleep that fails (say, the coroutine was cancelled while backing off): the stages outside
+  // the retry stage are abandoned, nothing is left alive.
+  log.clear();
+  {
+    PipelineCall walk(p, CallContext{}, aligned);
+    ASSERT_EQ(walk.start().kind, Kind::call);
+    ASSERT_EQ(
+        walk.on_call(AttemptResult::from_policy(errc::call_failed, Outcome::retryable_failure))
+            .kind,
+        Kind::sleep);
+    walk.fail();
+  }
+  EXPECT_EQ(log, (Log{"ctor A", "enter A", "ctor B", "enter B", "leave B", "dtor B", "abandon A",
+                      "dtor A"}));
+}
+
+TEST(PipelineRuns, CallStorageHoldsEveryInPlaceRun) {
+  ManualClock clock;
+  CircuitBreaker breaker("b", {}, clock);
+  auto empty = Pipeline::Builder(clock).build();
+  auto full =
+      Pipeline::Builder(clock).timeout(1s).retry(no_jitter(2)).circuit_breaker(breaker).build();
+  EXPECT_GT(full.call_storage_size(), empty.call_storage_size());
+  EXPECT_EQ(full.call_storage_size() % full.call_storage_align(), 0u);
+  EXPECT_LE(full.call_storage_size(), Pipeline::kInlineCallStorage);
 }
 
 TEST(PipelineBuilder, RejectsBadStages) {

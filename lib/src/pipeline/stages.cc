@@ -37,6 +37,9 @@ TimeoutStage::TimeoutStage(Duration timeout) : timeout_(timeout) {
 }
 
 std::unique_ptr<StageRun> TimeoutStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t TimeoutStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t TimeoutStage::run_align() const noexcept { return alignof(Run); }
+StageRun* TimeoutStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 // ---------------------------------------------------------------------------------------------
 // RetryStage
@@ -79,7 +82,8 @@ class RetryStage::Run final : public StageRun {
   }
 
   Step leave(CallContext& ctx, AttemptResult result, TimePoint now) override {
-    const auto decision = attempts_->on_outcome(result.outcome, now, rng_, result.retry_after);
+    const Outcome judged = stage_.judge_ ? stage_.judge_(result) : result.outcome;
+    const auto decision = attempts_->on_outcome(judged, now, rng_, result.retry_after);
     switch (decision.action) {
       case retry::RetryAction::done:
         return Step::finish(std::move(result));
@@ -88,6 +92,14 @@ class RetryStage::Run final : public StageRun {
           return Step::finish(cancelled_result());
         }
         stage_.retries_.add();
+        if (stage_.listener_ != nullptr) {
+          // attempt() already counts the next attempt.
+          stage_.listener_->on_retry({.name = stage_.name_,
+                                      .attempt = attempts_->attempt() - 1,
+                                      .delay = decision.delay,
+                                      .result = result,
+                                      .at = now});
+        }
         last_ = std::move(result);
         return Step::again(decision.delay);
       case retry::RetryAction::stop:
@@ -126,7 +138,18 @@ RetryStage::RetryStage(retry::RetryPolicy policy, retry::RetryBudget* budget,
                        std::optional<uint64_t> seed)
     : policy_(std::move(policy)), budget_(budget), seed_(seed) {}
 
+RetryStage::RetryStage(retry::RetryPolicy policy, RetryStageOptions options)
+    : policy_(std::move(policy)),
+      budget_(options.budget),
+      seed_(options.seed),
+      judge_(std::move(options.judge)),
+      listener_(options.listener),
+      name_(std::move(options.name)) {}
+
 std::unique_ptr<StageRun> RetryStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t RetryStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t RetryStage::run_align() const noexcept { return alignof(Run); }
+StageRun* RetryStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 RetryStage::Stats RetryStage::stats() const noexcept {
   return {calls_.value(), retries_.value(), exhausted_.value(), budget_exhausted_.value(),
@@ -144,6 +167,13 @@ class BreakerStage::Run final : public StageRun {
   Step enter(CallContext&, TimePoint now) override {
     auto admission = stage_.breaker_.try_acquire(now);
     if (!admission.allowed) {
+      if (stage_.listener_ != nullptr) {
+        stage_.listener_->on_rejected({.stage = stage_.kind(),
+                                       .name = stage_.breaker_.name(),
+                                       .reason = admission.reason,
+                                       .retry_after = admission.retry_after,
+                                       .at = now});
+      }
       return Step::finish(AttemptResult::from_policy(admission.reason, Outcome::final_failure,
                                                      admission.retry_after));
     }
@@ -156,7 +186,17 @@ class BreakerStage::Run final : public StageRun {
       if (!result.from_call && result.error == errc::cancelled) {
         stage_.breaker_.release(*permit_);
       } else {
-        stage_.breaker_.record(*permit_, result.outcome, now);
+        switch (stage_.judge_ ? stage_.judge_(result) : default_breaker_verdict(result)) {
+          case BreakerVerdict::success:
+            stage_.breaker_.on_success(*permit_, now);
+            break;
+          case BreakerVerdict::failure:
+            stage_.breaker_.on_failure(*permit_, now);
+            break;
+          case BreakerVerdict::ignore:
+            stage_.breaker_.ignore(*permit_);
+            break;
+        }
       }
       permit_.reset();
     }
@@ -176,5 +216,8 @@ class BreakerStage::Run final : public StageRun {
 };
 
 std::unique_ptr<StageRun> BreakerStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t BreakerStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t BreakerStage::run_align() const noexcept { return alignof(Run); }
+StageRun* BreakerStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 }  // namespace bulwark

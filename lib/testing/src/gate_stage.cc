@@ -86,5 +86,8 @@ bool GateStage::wait_for_waiters(std::size_t n, Duration timeout) {
 }
 
 std::unique_ptr<StageRun> GateStage::start() const { return std::make_unique<Run>(*this); }
+std::size_t GateStage::run_size() const noexcept { return sizeof(Run); }
+std::size_t GateStage::run_align() const noexcept { return alignof(Run); }
+StageRun* GateStage::start_in(void* storage) const { return emplace_run<Run>(storage, *this); }
 
 }  // namespace bulwark::testing

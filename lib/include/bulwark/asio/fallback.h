@@ -212,6 +212,7 @@ net::awaitable<Result<T>> race_impl(fallback::HedgeRun run, Clock& clock, Make m
   CallContext ctx;
   ctx.deadline = options.deadline;
   ctx.stop = options.stop;
+  ctx.key = options.key;
   const RaceReport report = co_await race(run, clock, ctx, attempt);
 
   info.started = run.started();
@@ -359,6 +360,47 @@ net::awaitable<Result<detail::ValueOf<F>>> hedge(const fallback::HedgePolicy& po
   };
   co_return co_await detail::race_impl<T>(policy.start(options.deadline, options.report),
                                           policy.clock(), make, std::move(classify), options);
+}
+
+// ---------------------------------------------------------------------------------------------
+// run_hedged: a hedge of pipeline runs
+
+// Hedging a pipeline, the Asio-only path (a hedge cannot be a stage, see Pipeline::Builder):
+// every attempt of the hedge decided by `policy` runs `fn` under `per_attempt` — so each
+// attempt has its own per-try timeout, retries and breaker permit, and a cancelled attempt
+// releases what its stages hold. The same as
+//
+//   hedge(policy, [&](const CallContext& ctx) {
+//     return run(per_attempt, fn, {.deadline = ctx.deadline, .stop = ctx.stop, .key = ctx.key},
+//                classify);
+//   }, options, classify);
+//
+// `fn` is called once per attempt (by reference: it is not copied). Put an overall timeout
+// around the whole hedge (an outer asio::run), and share one RetryBudget between the
+// per-attempt retry stage and the policy (HedgeOptions::record_requests = false).
+//
+// Example:
+//   auto per_attempt = bulwark::Pipeline::Builder()
+//                          .retry({.max_attempts = 2, .per_try_timeout = 300ms}, &budget)
+//                          .circuit_breaker(breaker)
+//                          .build();
+//   bulwark::fallback::HedgePolicy policy({.delay = 50ms, .max_attempts = 3}, &budget);
+//   auto r = co_await bulwark::asio::run_hedged(policy, per_attempt, [&](const auto& ctx) {
+//     return client.async_get(path, ctx.deadline);
+//   });
+template <AsyncAlternative F, class C = DefaultClassifier>
+net::awaitable<Result<detail::ValueOf<F>>> run_hedged(const fallback::HedgePolicy& policy,
+                                                      const Pipeline& per_attempt, F fn,
+                                                      fallback::RunOptions options = {},
+                                                      C classify = {}) {
+  auto attempt = [&](const CallContext& ctx) {
+    ExecuteOptions eo;
+    eo.deadline = ctx.deadline;
+    eo.stop = ctx.stop;
+    eo.key = ctx.key;
+    return asio::run(per_attempt, std::ref(fn), eo, classify);
+  };
+  co_return co_await asio::hedge(policy, attempt, options, classify);
 }
 
 }  // namespace bulwark::asio

@@ -17,6 +17,9 @@
 //    awaitable_operators), the cancellation propagates to the call, every stage releases what
 //    it holds (breaker permits), and the coroutine completes with the cancellation exception,
 //    as Asio operations do.
+// Allocations: none per call in steady state through built-in stages (see run_attempts below):
+// one coroutine drives every stage, the call is referenced without a std::function, and one
+// timer serves the whole call.
 // The waits use Asio's steady clock, so use this adapter with SystemClock (the default);
 // decisions such as a breaker's open interval still read the pipeline's Clock.
 //
@@ -43,12 +46,21 @@ namespace bulwark::asio {
 
 namespace net = boost::asio;
 
-// One attempt of the wrapped call, type-erased.
+// One attempt of the wrapped call, type-erased without owning it (no allocation): the callable
+// it refers to must outlive the awaited run_attempts().
+using AsyncCallRef = FunctionRef<net::awaitable<AttemptResult>(CallContext&)>;
+// The owning form (a std::function converts to AsyncCallRef).
 using AsyncCall = std::function<net::awaitable<AttemptResult>(CallContext&)>;
 
-// The untyped core: runs `call` under every stage of `pipeline`.
+// The untyped core: runs `call` under every stage of `pipeline`, in one coroutine that drives
+// a PipelineCall (no coroutine per stage). Its coroutine frame (with one steady_timer, reused
+// by every attempt, backoff and wait) and the pipeline's call storage come from Asio's
+// per-thread recycling allocator, so a call through built-in stages makes no heap allocation once
+// the thread's caches are warm; an attempt with a deadline races the call against that timer in an
+// Asio parallel group, whose state is recycled too. Waiting on a stage's Waiter (a queued bulkhead)
+// allocates, and so does a timed-out or cancelled call (the cancellation is an exception).
 net::awaitable<AttemptResult> run_attempts(const Pipeline& pipeline, CallContext ctx,
-                                           const AsyncCall& call);
+                                           AsyncCallRef call);
 
 namespace detail {
 template <class F>
@@ -81,7 +93,7 @@ net::awaitable<Result<detail::ValueOf<F>>> run(const Pipeline& pipeline, F fn,
   std::exception_ptr last_exception;
   uint32_t calls = 0;
 
-  AsyncCall call = [&](CallContext& ctx) -> net::awaitable<AttemptResult> {
+  auto call = [&](CallContext& ctx) -> net::awaitable<AttemptResult> {
     ++calls;
     last_exception = nullptr;
     std::exception_ptr thrown;
@@ -108,11 +120,14 @@ net::awaitable<Result<detail::ValueOf<F>>> run(const Pipeline& pipeline, F fn,
     co_return bulwark::detail::judge(classify, *last);
   };
 
+  ValueSlot slot(last, last_exception);
   CallContext ctx;
   ctx.deadline = options.deadline;
   ctx.stop = options.stop;
+  ctx.key = options.key;
+  ctx.value_slot = &slot;
   const AttemptResult final_result = co_await run_attempts(pipeline, ctx, call);
-  co_return bulwark::detail::finish(final_result, last, last_exception, calls, options);
+  co_return bulwark::detail::finish(final_result, last, last_exception, calls, slot, options);
 }
 
 // A Pipeline seen through the awaitable adapter: `co_await async.run(fn)`.

@@ -197,8 +197,8 @@ inline constexpr std::string_view kCauseReset = "reset";
 inline constexpr std::string_view kCauseThresholdExceeded = "threshold_exceeded";
 
 // Counters since construction. Each admitted call ends in exactly one of successes, failures,
-// dropped_stale or released (once its result or release is reported), so
-//   successes + failures + dropped_stale + released + rejected == calls attempted
+// dropped_stale, released or ignored (once its result, release or ignore is reported), so
+//   successes + failures + dropped_stale + released + ignored + rejected == calls attempted
 // once every permit has been returned. Outcomes count in every state, including disabled.
 struct BreakerStats {
   uint64_t successes;      // results counted as success (incl. slow successes)
@@ -207,6 +207,7 @@ struct BreakerStats {
   uint64_t rejected;       // try_acquire refusals
   uint64_t dropped_stale;  // results whose permit was from an earlier generation
   uint64_t released;       // release() calls
+  uint64_t ignored;        // ignore() calls
   uint64_t transitions;    // state transitions (threshold_exceeded events not included)
   State state;
 };
@@ -237,6 +238,11 @@ class CircuitBreaker {
   void record(const Permit& p, Outcome o, TimePoint now) noexcept;
   // The call ended without a result (cancelled): frees a half-open probe slot, records nothing.
   void release(const Permit& p) noexcept;
+  // The call ended with a result that is none of the breaker's business (e.g. an HTTP 429
+  // the caller retries, Resilience4j's ignoreExceptions): exactly like release() — frees a
+  // half-open probe slot, records nothing into the window, changes no state — but counted in
+  // stats().ignored instead of released.
+  void ignore(const Permit& p) noexcept;
 
   State state() const noexcept;
   uint64_t generation() const noexcept;
@@ -276,6 +282,7 @@ class CircuitBreaker {
   class Window;
 
   void record_result(const Permit& p, bool failure, TimePoint now) noexcept;
+  void free_probe(const Permit& p) noexcept;
   void record_half_open(const Permit& p, bool failure, bool slow, TimePoint now) noexcept;
   // The cause of the first rule that fires for the window of `generation`, or "".
   std::string_view evaluate(uint64_t generation, uint32_t run, TimePoint now) const noexcept;
@@ -324,6 +331,7 @@ class CircuitBreaker {
   StripedCounter rejected_;
   StripedCounter dropped_stale_;
   StripedCounter released_;
+  StripedCounter ignored_;
   StripedCounter transitions_;
 };
 

@@ -36,10 +36,13 @@
 // `[&] { return primary_pipeline.execute(call); }`. The usual arrangement puts fallback
 // outermost: the primary's pipeline retries, times out and trips its breaker; only what is
 // still a failure after all that (errc::timeout, errc::circuit_open, the upstream's last
-// error) moves on to the fallback.
+// error) moves on to the fallback. A fallback that answers with a value of its own (a default,
+// a cached copy) can also be a stage of the pipeline itself: FallbackStage<T>
+// (fallback_stage.h, Pipeline::Builder::fallback).
 //
 // Parallel and hedged execution need real cancellation of the losers, so they exist only in
-// the Asio adapter (bulwark/asio/fallback.h); their decisions live in hedge.h.
+// the Asio adapter (bulwark/asio/fallback.h, including run_hedged: a hedge of pipeline runs);
+// their decisions live in hedge.h.
 //
 // Thread-safety: the functions hold no shared state; concurrent calls are independent.
 #pragma once
@@ -57,6 +60,7 @@
 #include "bulwark/core/clock.h"
 #include "bulwark/core/deadline.h"
 #include "bulwark/core/error.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/pipeline.h"
 
 namespace bulwark::fallback {
@@ -95,6 +99,13 @@ struct RunOptions {
   FailureChoice report = FailureChoice::last_to_fail;
   FallbackInfo* info = nullptr;  // filled in when not null
   Clock* clock = nullptr;        // reads `now` for the deadline; null = SystemClock
+  // Handed to every alternative / attempt as CallContext::key (for keyed stages of the
+  // pipelines they run). Must stay valid until the call returns.
+  std::string_view key;
+  // Sequential: told before each fallback alternative starts (EventListener::on_fallback,
+  // FallbackEvent::name = `name`, with the failed alternative's judged outcome and error).
+  EventListener* listener = nullptr;
+  std::string_view name;
 };
 
 // An alternative: invocable like the callables Pipeline::execute accepts.
@@ -125,10 +136,15 @@ class SequentialCall {
       }
       return std::nullopt;
     }
+    if (index > 0 && options_.listener != nullptr) {
+      options_.listener->on_fallback(
+          {.name = options_.name, .alternative = index, .failure = last_failure_, .at = now()});
+    }
     ++info_.started;
     CallContext ctx;
     ctx.deadline = options_.deadline;
     ctx.stop = options_.stop;
+    ctx.key = options_.key;
     ctx.attempt = static_cast<uint32_t>(index + 1);
     return ctx;
   }
@@ -136,6 +152,8 @@ class SequentialCall {
   // After alternative `index` produced `r` (judged `outcome`; `thrown` if it threw). Returns
   // true when that is the answer and the call ends.
   bool after(std::size_t index, Result<T>&& r, Outcome outcome, std::exception_ptr thrown) {
+    last_failure_.outcome = outcome;
+    last_failure_.error = r ? boost::system::error_code() : r.error();
     if (!is_failure(outcome)) {
       keep(index, std::move(r), outcome, std::move(thrown));
       return true;
@@ -175,6 +193,7 @@ class SequentialCall {
 
   const RunOptions& options_;
   FallbackInfo info_;
+  AttemptResult last_failure_;  // the last alternative's judgement, for FallbackEvent
   std::optional<Result<T>> kept_;
   errc policy_error_ = errc::cancelled;
 };

@@ -64,12 +64,14 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "bulwark/core/clock.h"
 #include "bulwark/core/deadline.h"
 #include "bulwark/core/error.h"
 #include "bulwark/core/striped_counter.h"
 #include "bulwark/fallback/fallback.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/retry/retry_budget.h"
 
 namespace bulwark::fallback {
@@ -110,10 +112,13 @@ class HedgeRun;
 class HedgePolicy {
  public:
   // `budget` may be null (hedges bounded by max_attempts only); it must outlive the policy.
-  // `clock` is what the Asio adapter reads `now` from. Throws std::invalid_argument, naming
-  // the option, for a negative delay or max_attempts outside 1..64.
+  // `clock` is what the Asio adapter reads `now` from. `listener`, when not null, is told of
+  // every hedge the Asio adapter starts (EventListener::on_hedge, HedgeEvent::name = `name`);
+  // it must outlive the policy. Throws std::invalid_argument, naming the option, for a
+  // negative delay or max_attempts outside 1..64.
   explicit HedgePolicy(HedgeOptions options = {}, retry::RetryBudget* budget = nullptr,
-                       Clock& clock = SystemClock::instance());
+                       Clock& clock = SystemClock::instance(), EventListener* listener = nullptr,
+                       std::string name = {});
 
   // A run for one call. Call on_start() on it to begin.
   HedgeRun start(Deadline deadline = Deadline::never(),
@@ -122,6 +127,8 @@ class HedgePolicy {
   const HedgeOptions& options() const noexcept { return options_; }
   retry::RetryBudget* budget() const noexcept { return budget_; }
   Clock& clock() const noexcept { return clock_; }
+  EventListener* listener() const noexcept { return listener_; }
+  const std::string& name() const noexcept { return name_; }
 
   // Fixed series for metrics.
   struct Stats {
@@ -137,6 +144,8 @@ class HedgePolicy {
   HedgeOptions options_;
   retry::RetryBudget* budget_;
   Clock& clock_;
+  EventListener* listener_;
+  std::string name_;
   mutable StripedCounter calls_, hedges_, hedge_wins_, budget_refused_;
 };
 
@@ -185,6 +194,8 @@ class HedgeRun {
   }
   // budget_exhausted or deadline_exceeded when hedging stopped early for that reason.
   boost::system::error_code policy_reason() const noexcept { return policy_reason_; }
+  // The policy the run came from (null for a standalone run): its listener and name.
+  const HedgePolicy* policy() const noexcept { return policy_; }
 
  private:
   friend class HedgePolicy;

@@ -28,14 +28,15 @@
 //   Bulkhead bulkhead("users", {.max_concurrent = 16, .max_queue = 64, .max_wait = 100ms});
 //   auto pipeline = Pipeline::Builder(clock)
 //                       .timeout(2s)
-//                       .stage(std::make_shared<BulkheadStage>(bulkhead))
-//                       .build();
+//                       .bulkhead(bulkhead)   // or
+//                       .stage(std::make_shared<BulkheadStage>(bulkhead)) .build();
 #pragma once
 
 #include <memory>
 
 #include "bulwark/limit/adaptive_limit.h"
 #include "bulwark/limit/bulkhead.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/stage.h"
 
 namespace bulwark::limit {
@@ -45,6 +46,8 @@ struct BulkheadStageOptions {
   int priority = 0;
   // Fed one sample per finished call when not null; it usually sets the same bulkhead's limit.
   AdaptiveConcurrency* adaptive = nullptr;
+  // Told of every refusal (EventListener::on_rejected, name = the bulkhead's) when not null.
+  EventListener* listener = nullptr;
 };
 
 class BulkheadStage final : public Stage {
@@ -52,6 +55,9 @@ class BulkheadStage final : public Stage {
   explicit BulkheadStage(Bulkhead& bulkhead, BulkheadStageOptions options = {})
       : bulkhead_(bulkhead), options_(options) {}
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "bulkhead"; }
   Bulkhead& bulkhead() const noexcept { return bulkhead_; }
   const BulkheadStageOptions& options() const noexcept { return options_; }

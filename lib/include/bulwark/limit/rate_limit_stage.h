@@ -19,8 +19,8 @@
 // (Outcome::final_failure is a breaker failure) and could open because of the limiter.
 //
 // The limiter is shared by every call through the stage (and may be shared with other
-// stages). For one limit per client or per key, call KeyedLimiter directly where the key is
-// known (e.g. the gateway's request filter) rather than in a pipeline, whose calls carry no key.
+// stages). For one limit per client or per key, use KeyedRateLimitStage
+// (keyed_rate_limit_stage.h), which limits each call under its ExecuteOptions::key.
 //
 // Thread-safety: the stage is immutable apart from its striped statistics; share it freely.
 // The limiter must outlive every pipeline that uses the stage.
@@ -29,7 +29,7 @@
 //   bulwark::limit::TokenBucket bucket({.rate = bulwark::limit::Rate::per_second(100),
 //                                       .burst = 20});
 //   auto pipeline = bulwark::Pipeline::Builder(clock)
-//                       .stage(std::make_shared<bulwark::limit::RateLimitStage>(bucket))
+//                       .rate_limit(bucket)   // a RateLimitStage
 //                       .retry({.max_attempts = 3})
 //                       .circuit_breaker(breaker)
 //                       .build();
@@ -38,21 +38,36 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "bulwark/core/striped_counter.h"
 #include "bulwark/limit/rate_limit.h"
+#include "bulwark/pipeline/events.h"
 #include "bulwark/pipeline/stage.h"
 
 namespace bulwark::limit {
+
+struct RateLimitStageOptions {
+  // Taken by each call, 1..limiter.limit() (std::invalid_argument otherwise: a call needing
+  // more than the limit could never run).
+  uint64_t permits = 1;
+  // Told of every refusal (EventListener::on_rejected) when not null, as `name`.
+  EventListener* listener = nullptr;
+  std::string name;
+};
 
 class RateLimitStage final : public Stage {
  public:
   // permits: taken by each call, 1..limiter.limit() (std::invalid_argument otherwise: a call
   // needing more than the limit could never run).
   explicit RateLimitStage(RateLimiter& limiter, uint64_t permits = 1);
+  RateLimitStage(RateLimiter& limiter, RateLimitStageOptions options);
 
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "rate_limit"; }
 
   RateLimiter& limiter() const noexcept { return limiter_; }
@@ -69,6 +84,8 @@ class RateLimitStage final : public Stage {
   class Run;
   RateLimiter& limiter_;
   uint64_t permits_;
+  EventListener* listener_ = nullptr;
+  std::string name_;
   mutable StripedCounter admitted_;
   mutable StripedCounter rejected_;
 };

@@ -23,15 +23,28 @@
 // the deadline and reports errc::timeout instead (the callable can honour ctx.deadline and
 // ctx.stop cooperatively to return early).
 //
+// Where runs live: a stage that reports run_size() > 0 has its runs constructed in place, with
+// start_in(), in storage the executor provides: one buffer per call holds the runs of every
+// stage (its layout is fixed when the Pipeline is built), so a call through built-in stages
+// allocates nothing. A stage whose run_size() is 0 (the default, e.g. a user's stage written
+// against start() only) has its runs allocated by start() and still works unchanged; each of its
+// runs costs one allocation per call. Either way a run lives from the first enter() of the
+// inner run it belongs to until that inner run finished (or was abandoned): a stage inside a
+// retry stage gets a fresh run for every attempt.
+//
 // Thread-safety: a Stage is shared by concurrent calls and must be thread-safe; a StageRun is
 // used by one call at a time.
 #pragma once
 
+#include <cstddef>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stop_token>
 #include <string_view>
+#include <utility>
 
 #include "bulwark/core/clock.h"
 #include "bulwark/core/deadline.h"
@@ -42,6 +55,10 @@ namespace bulwark {
 // What the policies need to know about the result of one attempt, whatever its type.
 struct AttemptResult {
   Outcome outcome = Outcome::success;
+  // The call's own result code when the classifier extracted one (an HTTP status such as 429,
+  // a gRPC status code), for stage predicates that judge by it; 0 when none. Policies never set
+  // it.
+  uint32_t status = 0;
   // Set when the attempt failed with an error (from the call or from a policy).
   boost::system::error_code error;
   // A server's hint (e.g. HTTP Retry-After) or a breaker's time until it may admit again.
@@ -86,11 +103,51 @@ class Waiter {
   virtual bool cancel() noexcept = 0;
 };
 
+// Where the typed adapters (Pipeline::execute, asio::run) keep the call's typed result, so that
+// a stage can answer a call with a value of its own instead of the call's (FallbackStage<T> in
+// bulwark/fallback/fallback_stage.h). The adapters point CallContext::value_slot at one for
+// each call; a stage writes through get<T>() only when the call's value type is T (otherwise
+// get<T>() is null). Nothing else needs it: the wrapped callable never does.
+class ValueSlot {
+ public:
+  template <class T>
+  ValueSlot(std::optional<Result<T>>& value, std::exception_ptr& exception) noexcept
+      : type_(type_tag<T>()), value_(&value), exception_(&exception) {}
+
+  // The adapter's holder of the call's result when its value type is T; null otherwise.
+  template <class T>
+  std::optional<Result<T>>* get() const noexcept {
+    return type_ == type_tag<T>() ? static_cast<std::optional<Result<T>>*>(value_) : nullptr;
+  }
+  // The exception kept with the value (ExecutionInfo::exception): a stage that replaces the
+  // value sets it to the replacement's own (usually null).
+  std::exception_ptr& exception() const noexcept { return *exception_; }
+  // A stage replaced the call's value (ExecutionInfo::fallback).
+  bool replaced = false;
+
+ private:
+  template <class T>
+  static const void* type_tag() noexcept {
+    static const char tag = 0;
+    return &tag;
+  }
+  const void* type_;
+  void* value_;
+  std::exception_ptr* exception_;
+};
+
 // Per-call context seen by stages and by the wrapped callable.
 struct CallContext {
   Deadline deadline;     // the call must finish by then (narrowed by timeout stages)
   uint32_t attempt = 1;  // 1-based attempt number, set by a retry stage
   std::stop_token stop;  // cooperative cancellation requested by the caller
+  // What keyed stages (KeyedRateLimitStage) key the call by: a client id, a tenant, a route.
+  // Empty when the caller gave none (ExecuteOptions::key). A view: the characters belong to the
+  // caller and must stay valid until the call (execute() or the awaited asio::run()) returns.
+  std::string_view key;
+  // Set by the typed adapters for stages that answer with a value (see ValueSlot); null when
+  // the pipeline runs untyped (Pipeline::run, asio::run_attempts).
+  ValueSlot* value_slot = nullptr;
 };
 
 struct Step {
@@ -138,9 +195,33 @@ class StageRun {
 class Stage {
  public:
   virtual ~Stage() = default;
+
+  // A run on the heap. Every stage implements it; the executors call it only for stages whose
+  // run_size() is 0.
   virtual std::unique_ptr<StageRun> start() const = 0;
+
+  // In-place runs (optional, see the file comment). run_size() > 0 promises that start_in(p)
+  // constructs a run in the run_size() bytes at p, aligned to run_align() (a power of two), and
+  // returns it; the executor ends such a run with `run->~StageRun()` and never deletes it. Both
+  // sizes are read once, when the Pipeline is built, and must not change afterwards.
+  virtual std::size_t run_size() const noexcept { return 0; }
+  virtual std::size_t run_align() const noexcept { return alignof(std::max_align_t); }
+  // Default: throws std::logic_error (a stage that reports run_size() > 0 must override it).
+  virtual StageRun* start_in(void* storage) const;
+
   virtual std::string_view kind() const noexcept = 0;
 };
+
+// Implements the in-place members for a stage whose run type `Run` is constructed from the
+// stage (`Run(const S&)`). In the stage's source file, where Run is complete:
+//
+//   std::size_t MyStage::run_size() const noexcept { return sizeof(Run); }
+//   std::size_t MyStage::run_align() const noexcept { return alignof(Run); }
+//   StageRun* MyStage::start_in(void* p) const { return emplace_run<Run>(p, *this); }
+template <class Run, class... Args>
+StageRun* emplace_run(void* storage, Args&&... args) {
+  return ::new (storage) Run(std::forward<Args>(args)...);
+}
 
 // Result the executors synthesise when the deadline passes before the call ends.
 inline AttemptResult timeout_result() {

@@ -30,6 +30,9 @@ class GateStage final : public Stage {
   bool wait_for_waiters(std::size_t n, Duration timeout = std::chrono::seconds(10));
 
   std::unique_ptr<StageRun> start() const override;
+  std::size_t run_size() const noexcept override;
+  std::size_t run_align() const noexcept override;
+  StageRun* start_in(void* storage) const override;
   std::string_view kind() const noexcept override { return "gate"; }
 
   mutable std::atomic<int> started{0};    // waits started
