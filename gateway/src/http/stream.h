@@ -19,7 +19,7 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ssl/stream.hpp>
-#include <optional>
+#include <memory>
 #include <utility>
 
 #include "http/connection_io.h"
@@ -39,7 +39,8 @@ class Stream {
   // TLS over `socket`, with `context` (which must outlive the stream); the handshake is the
   // caller's next step.
   Stream(Socket socket, ssl::context& context)
-      : plain_(socket.get_executor()), tls_(std::in_place, std::move(socket), context) {}
+      : plain_(socket.get_executor()),
+        tls_(std::make_unique<ssl::stream<Socket>>(std::move(socket), context)) {}
 
   Stream(Stream&&) noexcept = default;
   Stream& operator=(Stream&&) noexcept = default;
@@ -48,11 +49,11 @@ class Stream {
   Socket& socket() noexcept { return tls_ ? tls_->next_layer() : plain_; }
   const Socket& socket() const noexcept { return tls_ ? tls_->next_layer() : plain_; }
   Socket& lowest_layer() noexcept { return socket(); }
-  bool secure() const noexcept { return tls_.has_value(); }
+  bool secure() const noexcept { return tls_ != nullptr; }
   // The TLS session (null for plain TCP).
   SSL* ssl_handle() noexcept { return tls_ ? tls_->native_handle() : nullptr; }
   bool has_buffered_input() const noexcept {
-    return tls_ && SSL_pending(const_cast<ssl::stream<Socket>&>(*tls_).native_handle()) > 0;
+    return tls_ && SSL_pending(tls_->native_handle()) > 0;
   }
 
   template <class MutableBuffers, class Token>
@@ -88,7 +89,9 @@ class Stream {
 
  private:
   Socket plain_;  // the connection without TLS (moved-from, unused, with it)
-  std::optional<ssl::stream<Socket>> tls_;
+  // TLS over the socket: on the heap, so that a plain connection (and a pooled one) stays a
+  // socket and a pointer.
+  std::unique_ptr<ssl::stream<Socket>> tls_;
 };
 
 }  // namespace bulwark::gateway::http

@@ -186,7 +186,11 @@ http::Task<void> Exchange::attempts(ClientLeg& client, EndpointPool& pool) {
     if (co_await open_connection(pool, round == 0)) {
       ++result_->attempts;
       co_await send_request(client);
-      if (stage_ == Stage::ok) co_await await_response_head(client);
+      // The head is read straight from here (no coroutine frame more on the common path);
+      // when the hedge delay passes first, the race takes over.
+      if (stage_ == Stage::ok && co_await read_response_head(arm_head_wait())) {
+        co_await race(client);
+      }
     }
     // After a race the current attempt is the one that answered, or the last to fail.
     last_outcome_ = describe_attempt(connected_);
@@ -506,19 +510,15 @@ void Exchange::fail_request_body(const error_code& ec) {
   }
 }
 
-http::Task<void> Exchange::await_response_head(ClientLeg& client) {
+TimePoint Exchange::arm_head_wait() {
   const config::Route& route = *request_->route->config;
   const auto budget =
       route.timeouts.first_byte ? route.timeouts.first_byte : route.timeouts.per_try;
   head_deadline_ = first_byte_deadline(now(), budget, route_deadline_);
-  if (request_->route->hedge == nullptr || !hedge_allowed()) {
-    co_await read_response_head();
-    co_return;
-  }
+  if (request_->route->hedge == nullptr || !hedge_allowed()) return TimePoint::max();
   race_.emplace(request_->route->hedge->start(route_deadline_));
   race_->on_start(attempt_started_);  // attempt 0: this one
-  const TimePoint hedge_at = race_->next_hedge_at().value_or(TimePoint::max());
-  if (co_await read_response_head(hedge_at)) co_await race(client);
+  return race_->next_hedge_at().value_or(TimePoint::max());
 }
 
 http::Task<bool> Exchange::read_response_head(TimePoint hedge_at) {

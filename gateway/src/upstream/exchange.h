@@ -134,8 +134,9 @@ class Exchange {
 
   http::Task<void> call_cluster(ClientLeg& client);
   http::Task<void> attempts(ClientLeg& client, EndpointPool& pool);
-  // Reads the attempt's answer head, hedging it when the route says so.
-  http::Task<void> await_response_head(ClientLeg& client);
+  // Sets the attempt's first-byte deadline and, when the route hedges this request, starts the
+  // race's decisions; returns when the hedge is due (TimePoint::max(): never).
+  TimePoint arm_head_wait();
   // The race of a hedged request (exchange_race.cc): runs until an attempt answers or every
   // attempt failed; that attempt is then the current one.
   http::Task<void> race(ClientLeg& client);
