@@ -123,12 +123,50 @@ render() {
   sed "${args[@]}" "$template" >"$out"
 }
 
+# TLS mode (BENCH_TLS=1): every proxy terminates TLS with the same certificate (a self-signed
+# P-256 one made for the run) and OpenSSL's default TLS 1.3 suite; the upstream stays plain.
+# bp_scheme is the scheme clients use; the templates' @TLS_*@ placeholders say how each proxy
+# enables it (empty without TLS).
+bp_tls=${BENCH_TLS:-0}
+bp_scheme=http
+[ "$bp_tls" = 1 ] && bp_scheme=https
+
+# make_tls_cert: the run's certificate and key ($tmp/tls/cert.pem, key.pem, and both in one file
+# for HAProxy).
+make_tls_cert() {
+  [ "$bp_tls" = 1 ] || return 0
+  [ -s "$tmp/tls/both.pem" ] && return 0
+  need_tools openssl
+  mkdir -p "$tmp/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$tmp/tls/key.pem" -out "$tmp/tls/cert.pem" 2>/dev/null || die "openssl req failed"
+  cat "$tmp/tls/cert.pem" "$tmp/tls/key.pem" >"$tmp/tls/both.pem"
+}
+
+# tls_args PROXY: sets tls_kv to the KEY=VALUE placeholders of PROXY's template in this mode
+# (every placeholder empty without TLS).
+tls_kv=()
+tls_args() {
+  tls_kv=(TLS_LISTENER= TLS_BIND= TLS_LISTEN= TLS_CERTS=)
+  [ "$bp_tls" = 1 ] || return 0
+  make_tls_cert
+  case $1 in
+    bulwark) tls_kv=("TLS_LISTENER=tls: {cert: $tmp/tls/cert.pem, key: $tmp/tls/key.pem}") ;;
+    haproxy) tls_kv=("TLS_BIND=ssl crt $tmp/tls/both.pem alpn http/1.1") ;;
+    nginx)
+      tls_kv=("TLS_LISTEN=ssl"
+        "TLS_CERTS=ssl_certificate $tmp/tls/cert.pem; ssl_certificate_key $tmp/tls/key.pem; ssl_protocols TLSv1.2 TLSv1.3;")
+      ;;
+  esac
+}
+
 # wait_http URL PID NAME: bounded wait until URL answers 200, failing early if PID exited.
 wait_http() {
   local url=$1 pid=$2 name=$3
   for _ in $(seq 1 "$bp_wait_tries"); do
     kill -0 "$pid" 2>/dev/null || die "$name exited during startup"
-    if curl -fs -m 1 -o /dev/null "$url"; then return 0; fi
+    if curl -kfs -m 1 -o /dev/null "$url"; then return 0; fi
     sleep 0.1
   done
   die "$name did not answer $url within $((bp_wait_tries / 10))s"
@@ -176,15 +214,19 @@ bp_spawn() {
 bp_body=$(head -c 1023 /dev/zero | tr '\0' 'a')'\\n'
 
 start_nginx() {  # start_nginx NAME TEMPLATE PORT  (the upstream must be named "upstream")
-  local name=$1 template=$2 port=$3 dir=$tmp/$1
+  local name=$1 template=$2 port=$3 dir=$tmp/$1 scheme=http
   mkdir -p "$dir"
+  # The upstream stays plain; the nginx proxy terminates TLS in TLS mode.
+  tls_args "$([ "$name" = upstream ] && echo none || echo nginx)"
+  [ "$name" != upstream ] && scheme=$bp_scheme
   render "$template" "$dir/nginx.conf" DIR="$dir" PORT="$port" UPSTREAM_PORT="$upstream_port" \
-    BODY="$bp_body" MASTER_PROCESS="$bp_nginx_master" WORKER_CONNECTIONS="$bp_nginx_connections"
+    BODY="$bp_body" MASTER_PROCESS="$bp_nginx_master" WORKER_CONNECTIONS="$bp_nginx_connections" \
+    "${tls_kv[@]}"
   nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -t -q 2>"$dir/check.log" ||
     { cat "$dir/check.log" >&2; die "$name: invalid nginx config"; }
   bp_spawn "$name" "$(command -v nginx)" "$dir/stdout.log" \
     -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
-  wait_http "http://127.0.0.1:$port/" "$bp_started_pid" "$name"
+  wait_http "$scheme://127.0.0.1:$port/" "$bp_started_pid" "$name"
 }
 
 # start_upstream: the nginx upstream on a free port (upstream_port, upstream_pid); never wrapped.
@@ -208,13 +250,14 @@ start_nginx_proxy() {  # start_nginx_proxy [PORT]: sets nginx_port, nginx_pid
 start_haproxy() {  # start_haproxy [PORT]: sets haproxy_port, haproxy_pid (foreground, -db)
   haproxy_port=${1:-$(free_ports 1)}
   mkdir -p "$tmp/haproxy"
+  tls_args haproxy
   render "$bp_here/configs/haproxy.cfg.in" "$tmp/haproxy/haproxy.cfg" PORT="$haproxy_port" \
-    UPSTREAM_PORT="$upstream_port" MAXCONN="$bp_haproxy_maxconn"
+    UPSTREAM_PORT="$upstream_port" MAXCONN="$bp_haproxy_maxconn" "${tls_kv[@]}"
   haproxy -c -q -f "$tmp/haproxy/haproxy.cfg" || die "haproxy: invalid config"
   bp_spawn haproxy "$(command -v haproxy)" "$tmp/haproxy/haproxy.log" \
     -f "$tmp/haproxy/haproxy.cfg" -db
   haproxy_pid=$bp_started_pid
-  wait_http "http://127.0.0.1:$haproxy_port/" "$haproxy_pid" haproxy
+  wait_http "$bp_scheme://127.0.0.1:$haproxy_port/" "$haproxy_pid" haproxy
 }
 
 # meta_lines [MEMORY]: the lines every results directory's meta.txt starts with (date, host,
@@ -270,8 +313,9 @@ start_bulwark() {
   rm -f "$dir/ready.json"
   local template=${bulwark_config:-$bp_here/configs/bulwark.yaml.in}
   if grep -q '@REDIS_PORT@' "$template"; then start_redis; fi
+  tls_args bulwark
   render "$template" "$dir/bulwark.yaml" \
-    UPSTREAM_PORT="$upstream_port" REDIS_PORT="${redis_port:-0}"
+    UPSTREAM_PORT="$upstream_port" REDIS_PORT="${redis_port:-0}" "${tls_kv[@]}"
   "$bin" --check-config --config "$dir/bulwark.yaml" >/dev/null || die "bulwark: invalid config"
   bp_spawn bulwark "$bin" "$dir/stderr.log" --config "$dir/bulwark.yaml" \
     --ready-file "$dir/ready.json"
@@ -285,7 +329,7 @@ start_bulwark() {
   bulwark_port=$("$python" -c \
     'import json, sys; print(json.load(open(sys.argv[1]))["listeners"]["bench"])' \
     "$dir/ready.json")
-  wait_http "http://127.0.0.1:$bulwark_port/" "$bulwark_pid" bulwark
+  wait_http "$bp_scheme://127.0.0.1:$bulwark_port/" "$bulwark_pid" bulwark
 }
 
 # start_target NAME: start_bulwark / start_haproxy / start_nginx_proxy; sets target_port and
@@ -333,7 +377,7 @@ shape_args() {
 check_shape() {
   local got
   shape_args "$2" "$3"
-  got=$(curl -s -m 2 -o /dev/null -w '%{http_code} %{size_download}' "${shape_hdrs[@]}" \
+  got=$(curl -ks -m 2 -o /dev/null -w '%{http_code} %{size_download}' "${shape_hdrs[@]}" \
     "$shape_url")
   [ "$got" = "200 1024" ] || die "$1 answered '$got' (want '200 1024') at $shape_url ($2)"
 }

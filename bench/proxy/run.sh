@@ -27,6 +27,9 @@
 #   BENCH_THREADS        wrk -t (default 1)
 #   BENCH_ROUNDS         measured runs per target, interleaved; the median is reported (default 3)
 #   BENCH_RESULTS        results directory (default: build/bench-proxy/<UTC timestamp>)
+#   BENCH_TLS            1: every proxy terminates TLS (the same self-signed P-256 certificate,
+#                        OpenSSL's default TLS 1.3 suite); wrk speaks https to them (keep-alive:
+#                        one handshake per connection). The upstream stays plain HTTP
 # With the defaults: 2 connection counts x 2 shapes x 3 rounds x 4 targets x 8 s = about 6.5 min.
 set -euo pipefail
 
@@ -58,6 +61,15 @@ done
 mkdir -p "$results"
 results=$(cd "$results" && pwd)
 bp_init
+
+# The URL of a target: the upstream is plain HTTP, the proxies speak $bp_scheme.
+url_of() {
+  if [ "$1" = upstream ]; then
+    echo "http://127.0.0.1:${port_of[$1]}"
+  else
+    echo "$bp_scheme://127.0.0.1:${port_of[$1]}"
+  fi
+}
 
 start_upstream
 targets=(upstream)
@@ -93,7 +105,7 @@ pid_of[nginx]=$nginx_pid
 # Every target must answer every shape with 200 and the full 1 KiB body before anything is
 # measured.
 for t in "${targets[@]}"; do
-  for shape in "${shapes[@]}"; do check_shape "$t" "$shape" "http://127.0.0.1:${port_of[$t]}"; done
+  for shape in "${shapes[@]}"; do check_shape "$t" "$shape" "$(url_of "$t")"; done
 done
 
 {
@@ -127,7 +139,7 @@ for connections in "${connections_list[@]}"; do
     scenario=$shape-c$connections
     for round in $(seq 1 "$rounds"); do
       for t in "${targets[@]}"; do
-        shape_args "$shape" "http://127.0.0.1:${port_of[$t]}"
+        shape_args "$shape" "$(url_of "$t")"
         if [ "$warmup" != 0 ] && [ "$warmup" != 0s ]; then
           wrk -t"$threads" -c"$connections" -d"$warmup" "${shape_hdrs[@]}" "$shape_url" >/dev/null
         fi
