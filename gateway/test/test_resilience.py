@@ -486,6 +486,10 @@ class ClusterQueueTest(GatewayTest):
             order = [r.target for r in self.up.requests if "n=" in r.target]
         self.assertEqual(order, ["/high/ok?n=4", "/ok?n=3", "/low/ok?n=1", "/low/ok?n=2"])
         self.assertEqual(self.queued(gw), 0)
+        self.assertEqual(gw.metric_value("bulwark_bulkhead_queued_total",
+                                         {"bulkhead": "backend"}), 4)
+        self.assertEqual(gw.metric_value("bulwark_bulkhead_granted_total",
+                                         {"bulkhead": "backend", "wait": "queued"}), 4)
         self.assertEqual(gw.metric_value("bulwark_cluster_requests_active",
                                          {"cluster": "backend"}), 0)
 

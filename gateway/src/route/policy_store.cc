@@ -153,6 +153,7 @@ void PolicyStore::collect(bulwark::observe::MetricsSink& sink) {
   const TimePoint now = clock_.now();
   for (const auto& c : clusters) {
     if (c->breaker) bulwark::observe::report(*c->breaker, sink);
+    if (c->bulkhead) bulwark::observe::report(*c->bulkhead, sink);
     for (const auto& [address, health] : c->endpoints) {
       // Labels are views: each call gets its own (an initializer list lives for one statement).
       sink.gauge("bulwark_endpoint_ejected", "1 while outlier detection keeps the endpoint out.",

@@ -9,6 +9,9 @@
 // Metrics (read at scrape time by collectors; names fixed, docs/resilience.md lists them):
 //   bulwark_breaker_*{breaker=<cluster>}          the library's breaker series (policy_metrics.h)
 //   bulwark_retry_budget_*{target=<cluster>}      the library's retry budget series
+//   bulwark_bulkhead_*{bulkhead=<cluster>}        the library's bulkhead series: the cluster's
+//                                                 limit and queue (in flight, queued, granted
+//                                                 after a wait, rejected by reason, estimated wait)
 //   bulwark_endpoint_ejected{cluster,endpoint}    gauge  1 while ejected by outlier detection
 //   bulwark_endpoint_ejections_total{cluster,endpoint}  counter
 //   bulwark_endpoint_health{cluster,endpoint,status}    gauge  1 for the health-check status
