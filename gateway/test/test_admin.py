@@ -131,3 +131,97 @@ class AdminTest(GatewayTest):
         status, doc = self.gw.admin_json("/reload", method="POST")
         self.assertEqual((status, doc["result"]), (400, "error"), doc)
         self.assertEqual(request(self.gw.port, "GET", "/ok").status, 200)
+
+
+def admin_request(port, path, method="GET", token=None, timeout=5.0):
+    """A request to the admin listener, with `Authorization: Bearer <token>` when given."""
+    from harness import Client, build_request
+    headers = [("Connection", "close")]
+    if token is not None:
+        headers.append(("Authorization", "Bearer %s" % token))
+    with Client(port, timeout=timeout) as c:
+        c.send(build_request(method, path, headers, None, host="127.0.0.1"))
+        return c.read_response(head=(method == "HEAD"))
+
+
+class AdminTokenTest(GatewayTest):
+    """admin.token: POST needs the bearer token on loopback; off loopback every endpoint does;
+    401 with the Bearer challenge otherwise; /config hides it; a reload may rotate it."""
+
+    TOKEN = "0123456789abcdef-first"
+
+    def setUp(self):
+        super().setUp()
+        self.up = self.start_upstream()
+        old = os.environ.get("ADMIN_TOKEN")
+        os.environ["ADMIN_TOKEN"] = self.TOKEN
+        self.addCleanup(lambda: os.environ.pop("ADMIN_TOKEN") if old is None
+                        else os.environ.__setitem__("ADMIN_TOKEN", old))
+
+    def config(self, listen="127.0.0.1:0", token="${ADMIN_TOKEN}"):
+        config = make_config([self.up.address])
+        config["admin"] = {"listen": listen, "token": token}
+        return config
+
+    def test_on_loopback_reads_are_open_and_reload_needs_the_token(self):
+        gw = self.start_gateway(self.config())
+        self.assertEqual(admin_request(gw.admin_port, "/stats").status, 200)
+        r = admin_request(gw.admin_port, "/reload", method="POST")
+        self.assertEqual(r.status, 401, r)
+        self.assertEqual(r.header("www-authenticate"), 'Bearer realm="bulwark-admin"')
+        self.assertEqual(r.json(), {"error": "missing bearer token"})
+        r = admin_request(gw.admin_port, "/reload", method="POST", token="wrong")
+        self.assertEqual(r.status, 401, r)
+        self.assertEqual(r.header("www-authenticate"),
+                         'Bearer realm="bulwark-admin", error="invalid_token"')
+        status, stats = gw.admin_json("/stats")
+        self.assertEqual(stats["generation"], 1)  # nothing was reloaded
+        r = admin_request(gw.admin_port, "/reload", method="POST", token=self.TOKEN)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"result": "ok", "generation": 2})
+        status, cfg = gw.admin_json("/config")
+        self.assertEqual(cfg["admin"]["token"], "<redacted>")
+        self.assertNotIn(self.TOKEN, json.dumps(cfg))
+
+    def test_off_loopback_every_endpoint_needs_the_token(self):
+        # Bound to every interface, reached through loopback.
+        gw = self.start_gateway(self.config(listen="0.0.0.0:0"))
+        for path in ("/healthz", "/readyz", "/metrics", "/stats", "/clusters", "/config", "/",
+                     "/no-such-page"):
+            r = admin_request(gw.admin_port, path)
+            self.assertEqual(r.status, 401, (path, r))
+            self.assertEqual(r.header("www-authenticate"), 'Bearer realm="bulwark-admin"')
+        r = admin_request(gw.admin_port, "/stats", token="wrong")
+        self.assertEqual(r.status, 401, r)
+        r = admin_request(gw.admin_port, "/stats", token=self.TOKEN)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(admin_request(gw.admin_port, "/healthz", token=self.TOKEN).json(),
+                         {"status": "alive"})
+        # The start-up log reminds that the admin API is reachable off loopback.
+        self.assertIn("admin.listen", gw.stderr())
+
+    def test_a_reload_rotates_the_token(self):
+        config = self.config(token="0123456789abcdef-first")
+        gw = self.start_gateway(config)
+        config["admin"]["token"] = "0123456789abcdef-second"
+        gw.write_config(config)
+        r = admin_request(gw.admin_port, "/reload", method="POST", token=self.TOKEN)
+        self.assertEqual(r.status, 200, r)
+        r = admin_request(gw.admin_port, "/reload", method="POST", token=self.TOKEN)
+        self.assertEqual(r.status, 401, r)
+        r = admin_request(gw.admin_port, "/reload", method="POST",
+                          token="0123456789abcdef-second")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["generation"], 3)
+
+    def test_off_loopback_a_reload_cannot_drop_the_token(self):
+        config = self.config(listen="0.0.0.0:0")
+        gw = self.start_gateway(config)
+        # The file now says loopback without a token: loads fine, but the running listener
+        # stays where it is until a restart.
+        config["admin"] = {"listen": "127.0.0.1:0"}
+        gw.write_config(config)
+        r = admin_request(gw.admin_port, "/reload", method="POST", token=self.TOKEN)
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("admin.token", r.json()["errors"][0])
+        self.assertEqual(admin_request(gw.admin_port, "/stats").status, 401)

@@ -142,3 +142,64 @@ class CliTest(GatewayTest):
             self.assertNotIn(".hpp", r.stderr)  # no library source locations for users
         finally:
             holder.close()
+
+    def test_check_config_prints_security_warnings_and_still_passes(self):
+        risky = """\
+workers: 1
+admin: {listen: "0.0.0.0:0", token: short}
+listeners:
+  - name: public
+    listen: 0.0.0.0:0
+    limits: {max_body_bytes: 2GiB}
+routes:
+  - name: api
+    cluster: backend
+    retry: {budget: {ratio: 1.5}}
+clusters:
+  - name: backend
+    endpoints: [127.0.0.1:9001]
+    tls: {verify: false}
+"""
+        path = self.write("risky.yaml", risky)
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("configuration ok: %s" % path, r.stdout)
+        lines = [l for l in r.stderr.splitlines() if l.startswith(path + ": warning: ")]
+        paths = [l[len(path + ": warning: "):].split(":", 1)[0] for l in lines]
+        self.assertEqual(paths, ["admin.listen", "admin.token", "listeners[0].listen",
+                                 "listeners[0].limits.max_body_bytes",
+                                 "routes[0].retry.budget.ratio", "clusters[0].tls.verify"],
+                         r.stderr)
+        # The defaults on loopback warn of nothing.
+        r = self.run_bin("--check-config", "--config", self.write("ok.yaml", VALID))
+        self.assertEqual(r.returncode, 0, r)
+        self.assertNotIn("warning", r.stderr)
+
+    def test_admin_off_loopback_without_a_token_is_an_error(self):
+        path = self.write("open.yaml", VALID.replace("admin: {listen: 127.0.0.1:0}",
+                                                     "admin: {listen: 0.0.0.0:9901}"))
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("%s:2:17: admin.listen: an admin listener off loopback needs a token"
+                      % path, r.stderr)
+
+    def test_start_up_logs_the_warnings(self):
+        config = make_config(["127.0.0.1:9001"])
+        config["routes"][0]["retry"] = {"budget": {"ratio": 1}}
+        gw = self.start_gateway(config)
+        self.assertTrue(gw.alive())
+        err = gw.stderr()
+        self.assertIn("configuration warning", err)
+        self.assertIn("routes[0].retry.budget.ratio", err)
+
+    def test_hostname_endpoints_are_checked_without_a_lookup(self):
+        path = self.write("names.yaml", VALID.replace(
+            "endpoints: [127.0.0.1:9001]", "endpoints: [api.example.com:443, localhost:9001]"))
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 0, r)
+        path = self.write("bad-name.yaml", VALID.replace(
+            "endpoints: [127.0.0.1:9001]", "endpoints: [\"api example:443\"]"))
+        r = self.run_bin("--check-config", "--config", path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("clusters[0].endpoints[0]: expected host:port with an IP address or a "
+                      "DNS name as the host, got 'api example:443'", r.stderr)

@@ -1,8 +1,12 @@
 #include "admin/admin_server.h"
 
+#include <cctype>
 #include <chrono>
 #include <cstddef>
 #include <exception>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -29,6 +33,9 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 namespace bulwark::gateway::admin {
 namespace {
@@ -100,6 +107,16 @@ constexpr Endpoint kEndpoints[] = {
     {"/config", Allowed::get}, {"/alerts", Allowed::get},  {"/reload", Allowed::post},
 };
 
+constexpr std::string_view kRealm = "Bearer realm=\"bulwark-admin\"";
+
+Response unauthorized(bool token_sent) {
+  Response res = error_response(http::status::unauthorized,
+                                token_sent ? "invalid token" : "missing bearer token");
+  res.set(http::field::www_authenticate,
+          token_sent ? std::string(kRealm) + ", error=\"invalid_token\"" : std::string(kRealm));
+  return res;
+}
+
 bool is_http_parse_error(const ErrorCode& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
@@ -108,8 +125,8 @@ bool is_http_parse_error(const ErrorCode& ec) {
 }  // namespace
 
 struct AdminServer::Impl {
-  Impl(const std::string& host, uint16_t port, AdminHandlers h)
-      : acceptor(ioc), retry_timer(ioc), handlers(std::move(h)) {
+  Impl(const std::string& host, uint16_t port, AdminHandlers h, std::string t)
+      : acceptor(ioc), retry_timer(ioc), handlers(std::move(h)), token(std::move(t)) {
     const tcp::endpoint endpoint = resolve(host, port);
     ErrorCode ec;
     acceptor.open(endpoint.protocol(), ec);
@@ -121,6 +138,41 @@ struct AdminServer::Impl {
                               "admin listener " + host + ":" + std::to_string(port));
     }
     bound_port = acceptor.local_endpoint().port();
+    asio::ip::address bound = acceptor.local_endpoint().address();
+    if (bound.is_v6() && bound.to_v6().is_v4_mapped()) {
+      bound = asio::ip::make_address_v4(asio::ip::v4_mapped, bound.to_v6());
+    }
+    on_loopback = bound.is_loopback();
+    if (!on_loopback && token.empty()) {
+      throw std::invalid_argument("admin listener " + host + ":" + std::to_string(port) +
+                                  " is off loopback and has no token (admin.token)");
+    }
+  }
+
+  void set_token(std::string t) {
+    if (!on_loopback && t.empty()) {
+      throw std::invalid_argument(
+          "the admin listener is off loopback: its token cannot be removed");
+    }
+    std::lock_guard lock(token_mu);
+    token = std::move(t);
+  }
+
+  // 401 when the request needs the token and does not carry it; nullopt when it may go on.
+  std::optional<Response> check_access(const Request& req) {
+    const bool read = req.method() == http::verb::get || req.method() == http::verb::head;
+    std::string expected;
+    {
+      std::lock_guard lock(token_mu);
+      expected = token;
+    }
+    if (expected.empty() || (read && on_loopback)) return std::nullopt;
+    const auto field = req.find(http::field::authorization);
+    if (field == req.end()) return unauthorized(false);
+    // Two Authorization fields are ambiguous: refused like a wrong token.
+    const bool single = req.count(http::field::authorization) == 1;
+    if (single && bearer_matches(field->value(), expected)) return std::nullopt;
+    return unauthorized(true);
   }
 
   static tcp::endpoint resolve(const std::string& host, uint16_t port) {
@@ -279,6 +331,8 @@ struct AdminServer::Impl {
   }
 
   Response handle(const Request& req) {
+    // Before the path: an unauthorized client learns nothing, not even which paths exist.
+    if (auto denied = check_access(req)) return std::move(*denied);
     const std::string_view target = req.target();
     const std::string_view path = target.substr(0, target.find('?'));
     const Endpoint* endpoint = nullptr;
@@ -352,6 +406,9 @@ struct AdminServer::Impl {
   tcp::acceptor acceptor;
   asio::steady_timer retry_timer;
   AdminHandlers handlers;
+  std::mutex token_mu;
+  std::string token;  // guarded by token_mu
+  bool on_loopback = true;
   uint16_t bound_port = 0;
   std::thread thread;
   bool started = false;
@@ -361,12 +418,43 @@ struct AdminServer::Impl {
   uint64_t next_session_id = 0;
 };
 
-AdminServer::AdminServer(const std::string& host, uint16_t port, AdminHandlers handlers)
-    : impl_(std::make_unique<Impl>(host, port, std::move(handlers))) {}
+AdminServer::AdminServer(const std::string& host, uint16_t port, AdminHandlers handlers,
+                         std::string token)
+    : impl_(std::make_unique<Impl>(host, port, std::move(handlers), std::move(token))) {}
 
 AdminServer::~AdminServer() { stop(); }
 
 uint16_t AdminServer::port() const noexcept { return impl_->bound_port; }
+
+bool AdminServer::loopback() const noexcept { return impl_->on_loopback; }
+
+void AdminServer::set_token(std::string token) { impl_->set_token(std::move(token)); }
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  unsigned char da[EVP_MAX_MD_SIZE];
+  unsigned char db[EVP_MAX_MD_SIZE];
+  unsigned int na = 0;
+  unsigned int nb = 0;
+  if (EVP_Digest(a.data(), a.size(), da, &na, EVP_sha256(), nullptr) != 1 ||
+      EVP_Digest(b.data(), b.size(), db, &nb, EVP_sha256(), nullptr) != 1 || na != nb) {
+    return false;
+  }
+  // Equal digests of different strings would need a SHA-256 collision.
+  return CRYPTO_memcmp(da, db, na) == 0;
+}
+
+bool bearer_matches(std::string_view authorization, std::string_view token) {
+  constexpr std::string_view kScheme = "bearer";
+  if (authorization.size() <= kScheme.size()) return false;
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kScheme[i]) return false;
+  }
+  std::string_view rest = authorization.substr(kScheme.size());
+  if (rest.front() != ' ') return false;
+  while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+  while (!rest.empty() && (rest.back() == ' ' || rest.back() == '\t')) rest.remove_suffix(1);
+  return !rest.empty() && constant_time_equal(rest, token);
+}
 
 void AdminServer::start() { impl_->start(); }
 

@@ -16,6 +16,12 @@
 //                   (handlers.reload()); the request body is ignored
 // HEAD is accepted wherever GET is. Every JSON answer has content-type application/json.
 //
+// Access (admin.token): with a token set, every request other than GET/HEAD must carry
+// `Authorization: Bearer <token>`; on a listener bound off loopback every request must. A
+// missing or wrong token gets 401 with `WWW-Authenticate: Bearer realm="bulwark-admin"` (plus
+// `error="invalid_token"` when one was sent and is wrong). Tokens are compared in constant time.
+// A listener bound off loopback without a token refuses to be built (std::invalid_argument).
+//
 // Limits: request headers 8 KiB, bodies 64 KiB, 10 s to read a request, 60 s idle keep-alive,
 // at most 64 connections at once (more are closed on accept).
 //
@@ -27,6 +33,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -58,13 +65,19 @@ struct AdminHandlers {
 class AdminServer {
  public:
   // Binds host:port (port 0: ephemeral) at construction; throws std::system_error when the
-  // address cannot be bound.
-  AdminServer(const std::string& host, uint16_t port, AdminHandlers handlers);
+  // address cannot be bound, std::invalid_argument when it is bound off loopback and `token`
+  // is empty.
+  AdminServer(const std::string& host, uint16_t port, AdminHandlers handlers,
+              std::string token = {});
   ~AdminServer();  // stop()s
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
 
   uint16_t port() const noexcept;  // the bound port
+  bool loopback() const noexcept;  // bound to a loopback address
+  // Replaces the token (a reload); safe from any thread. Throws std::invalid_argument for an
+  // empty token on a listener bound off loopback (the old one stays).
+  void set_token(std::string token);
   void start();                    // runs the admin thread
   void stop();                     // closes the listener and every connection; joins the thread
 
@@ -72,6 +85,13 @@ class AdminServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Whether two strings are equal, in a time that depends on neither's content (both are hashed
+// with SHA-256 and the digests compared with CRYPTO_memcmp).
+bool constant_time_equal(std::string_view a, std::string_view b);
+// Whether an Authorization field value carries `token` as a bearer credential ("Bearer" in any
+// case, then spaces, then the token).
+bool bearer_matches(std::string_view authorization, std::string_view token);
 
 // Renders the status page from the /stats and /clusters documents (pure; unit-tested).
 std::string render_status_page(const nlohmann::json& stats, const nlohmann::json& clusters);

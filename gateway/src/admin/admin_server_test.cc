@@ -53,9 +53,10 @@ class Client {
   }
 
   Response send(http::verb verb, const std::string& target, const std::string& body = "",
-                bool keep_alive = true) {
+                bool keep_alive = true, const std::string& authorization = "") {
     http::request<http::string_body> req{verb, target, 11};
     req.set(http::field::host, "127.0.0.1");
+    if (!authorization.empty()) req.set(http::field::authorization, authorization);
     req.keep_alive(keep_alive);
     if (!body.empty() || verb == http::verb::post) {
       req.body() = body;
@@ -453,6 +454,75 @@ TEST(AdminServer, UnsetHandlersAnswer503AndDefaultToReady) {
   EXPECT_EQ(client.get("/metrics").result(), http::status::service_unavailable);
   EXPECT_EQ(client.send(http::verb::post, "/reload").result(), http::status::service_unavailable);
   EXPECT_EQ(client.get("/").result(), http::status::ok);  // the page renders without data
+}
+
+TEST(AdminAccess, BearerTokensAreComparedWhole) {
+  EXPECT_TRUE(constant_time_equal("abc", "abc"));
+  EXPECT_FALSE(constant_time_equal("abc", "abd"));
+  EXPECT_FALSE(constant_time_equal("abc", "abcd"));
+  EXPECT_FALSE(constant_time_equal("", "a"));
+  EXPECT_TRUE(bearer_matches("Bearer s3cr3t", "s3cr3t"));
+  EXPECT_TRUE(bearer_matches("bearer   s3cr3t ", "s3cr3t"));
+  EXPECT_TRUE(bearer_matches("BEARER s3cr3t", "s3cr3t"));
+  EXPECT_FALSE(bearer_matches("Bearer s3cr3", "s3cr3t"));
+  EXPECT_FALSE(bearer_matches("Bearer s3cr3tt", "s3cr3t"));
+  EXPECT_FALSE(bearer_matches("Bearers3cr3t", "s3cr3t"));
+  EXPECT_FALSE(bearer_matches("Basic s3cr3t", "s3cr3t"));
+  EXPECT_FALSE(bearer_matches("Bearer ", "s3cr3t"));
+  EXPECT_FALSE(bearer_matches("s3cr3t", "s3cr3t"));
+}
+
+TEST(AdminAccess, OnLoopbackATokenGuardsReloadOnly) {
+  Fake fake;
+  AdminServer server("127.0.0.1", 0, fake.handlers(), "s3cr3t");
+  server.start();
+  EXPECT_TRUE(server.loopback());
+  Client client(server.port());
+  EXPECT_EQ(client.get("/stats").result(), http::status::ok);
+  Response res = client.send(http::verb::post, "/reload");
+  EXPECT_EQ(res.result(), http::status::unauthorized);
+  EXPECT_EQ(res[http::field::www_authenticate], "Bearer realm=\"bulwark-admin\"");
+  EXPECT_EQ(json::parse(res.body()), json({{"error", "missing bearer token"}}));
+  res = client.send(http::verb::post, "/reload", "", true, "Bearer wrong");
+  EXPECT_EQ(res.result(), http::status::unauthorized);
+  EXPECT_EQ(res[http::field::www_authenticate],
+            "Bearer realm=\"bulwark-admin\", error=\"invalid_token\"");
+  EXPECT_EQ(fake.reloads.load(), 0);
+  res = client.send(http::verb::post, "/reload", "", true, "Bearer s3cr3t");
+  EXPECT_EQ(res.result(), http::status::ok);
+  EXPECT_EQ(fake.reloads.load(), 1);
+  // A reload may rotate the token: the old one stops working at once.
+  server.set_token("n3w");
+  EXPECT_EQ(client.send(http::verb::post, "/reload", "", true, "Bearer s3cr3t").result(),
+            http::status::unauthorized);
+  EXPECT_EQ(client.send(http::verb::post, "/reload", "", true, "Bearer n3w").result(),
+            http::status::ok);
+  // Without a token nothing is asked for (the default).
+  server.set_token("");
+  EXPECT_EQ(client.send(http::verb::post, "/reload").result(), http::status::ok);
+}
+
+TEST(AdminAccess, OffLoopbackEveryEndpointNeedsTheToken) {
+  Fake fake;
+  // Bound to the wildcard address, reached through loopback: the bound address decides.
+  EXPECT_THROW(AdminServer("0.0.0.0", 0, fake.handlers()), std::invalid_argument);
+  AdminServer server("0.0.0.0", 0, fake.handlers(), "s3cr3t");
+  server.start();
+  EXPECT_FALSE(server.loopback());
+  Client client(server.port());
+  for (const char* target : {"/healthz", "/metrics", "/stats", "/config", "/", "/nope"}) {
+    const Response res = client.get(target);
+    EXPECT_EQ(res.result(), http::status::unauthorized) << target;
+    EXPECT_EQ(res[http::field::www_authenticate], "Bearer realm=\"bulwark-admin\"") << target;
+  }
+  EXPECT_EQ(client.send(http::verb::get, "/stats", "", true, "Bearer s3cr3t").result(),
+            http::status::ok);
+  EXPECT_EQ(client.send(http::verb::get, "/nope", "", true, "Bearer s3cr3t").result(),
+            http::status::not_found);
+  EXPECT_EQ(fake.stats_calls.load(), 1);
+  EXPECT_THROW(server.set_token(""), std::invalid_argument);
+  EXPECT_EQ(client.send(http::verb::get, "/healthz", "", true, "Bearer s3cr3t").result(),
+            http::status::ok);
 }
 
 }  // namespace

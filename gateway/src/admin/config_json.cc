@@ -328,6 +328,7 @@ json cluster_json(const config::Cluster& c) {
   json out = {
       {"name", c.name},
       {"endpoints", std::move(endpoints)},
+      {"dns_refresh", format_duration(c.dns_refresh)},
       {"lb", c.lb == config::LoadBalancing::least_request ? "least_request" : "round_robin"},
       {"connect_timeout", format_duration(c.connect_timeout)},
       {"pool",
@@ -376,7 +377,11 @@ nlohmann::json config_to_json(const config::Config& config) {
   // workers: 0 in the file means one per core; show the number that is in force.
   const uint32_t workers =
       config.workers != 0 ? config.workers : std::max(1u, std::thread::hardware_concurrency());
-  json out = {{"workers", workers}, {"admin", {{"listen", address_text(config.admin)}}}};
+  json out = {{"workers", workers},
+              {"admin",
+               {{"listen", address_text(config.admin)},
+                // Not configured: null (an empty token is not a value the file may hold).
+                {"token", config.admin_token.empty() ? json(nullptr) : json(config.admin_token)}}}};
 
   json listeners = json::array();
   for (const auto& l : config.listeners) listeners.push_back(listener_json(l));

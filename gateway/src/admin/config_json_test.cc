@@ -295,5 +295,15 @@ TEST(ConfigJson, RedactRemovesUserinfoFromUrlsAndAddresses) {
   EXPECT_EQ(doc["contact"], "ops@example.com");  // not an address key
 }
 
+TEST(ConfigJson, AdminTokenIsRedacted) {
+  config::Config c = parse(kMinimal);
+  EXPECT_TRUE(config_to_json(c).at("admin").at("token").is_null());
+  c.admin_token = "0123456789abcdef-admin";
+  const json j = config_to_json(c);
+  EXPECT_EQ(j.at("admin").at("token"), "<redacted>");
+  EXPECT_EQ(j.dump().find("0123456789abcdef"), std::string::npos);
+  EXPECT_EQ(j.at("clusters").at(0).at("dns_refresh"), "30s");
+}
+
 }  // namespace
 }  // namespace bulwark::gateway::admin

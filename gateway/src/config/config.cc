@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -76,6 +78,27 @@ std::optional<Address> parse_address(std::string_view text) {
   }
   a.port = static_cast<uint16_t>(port);
   return a;
+}
+
+// A DNS name (RFC 1123 labels, underscores tolerated as resolvers do): dot-separated labels of
+// letters, digits, '-' and '_', 1..63 characters each, not starting or ending with '-'; at most
+// 253 characters; one trailing dot allowed.
+bool valid_dns_name(std::string_view name) {
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+  if (name.empty() || name.size() > 253) return false;
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    const std::size_t dot = std::min(name.find('.', start), name.size());
+    const std::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (const char c : label) {
+      if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '-' && c != '_') return false;
+    }
+    start = dot + 1;
+  }
+  return true;
 }
 
 // Walks the YAML tree, converting and checking values, and collects every problem with its
@@ -1051,9 +1074,9 @@ circuit::BreakerOptions load_breaker(Loader& l, const YAML::Node& n, const std::
 Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
   Cluster out;
   l.check_keys(n, p,
-               {"name", "endpoints", "lb", "connect_timeout", "pool", "max_concurrent_requests",
-                "queue", "circuit_breaker", "outlier_detection", "health_check", "critical",
-                "tls"});
+               {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
+                "max_concurrent_requests", "queue", "circuit_breaker", "outlier_detection",
+                "health_check", "critical", "tls"});
   l.section(n, "tls", p, {"sni", "verify", "ca_file", "client_cert", "client_key", "min_version"},
             [&](const YAML::Node& m, const std::string& q) { out.tls = load_cluster_tls(l, m, q); });
   l.string(n, "name", p, out.name);
@@ -1070,11 +1093,21 @@ Cluster load_cluster(Loader& l, const YAML::Node& n, const std::string& p) {
         auto a = parse_address(*text);
         if (!a || a->port == 0) {
           l.error(eps[i], q, "expected host:port, got '" + *text + "'");
+        } else if (!is_ip_literal(a->host) && !valid_dns_name(a->host)) {
+          l.error(eps[i], q,
+                  "expected host:port with an IP address or a DNS name as the host, got '" + *text +
+                      "'");
         } else {
           out.endpoints.push_back(std::move(*a));
         }
       }
     }
+  }
+  l.duration(n, "dns_refresh", p, out.dns_refresh);
+  if (n["dns_refresh"].IsDefined() &&
+      (out.dns_refresh < kMinDnsRefresh || out.dns_refresh > kMaxDnsRefresh)) {
+    l.error(n["dns_refresh"], Loader::child(p, "dns_refresh"),
+            "expected a duration from 1s to 24h");
   }
   l.choice(n, "lb", p, out.lb,
            {{"round_robin", LoadBalancing::round_robin},
@@ -1175,8 +1208,22 @@ Config load(Loader& l, const YAML::Node& root) {
                {"workers", "admin", "listeners", "routes", "clusters", "cache", "redis", "overload",
                 "alerts", "logging", "shutdown"});
   l.integer(root, "workers", "", c.workers, 0, 1024);
-  l.section(root, "admin", "", {"listen"}, [&](const YAML::Node& m, const std::string& q) {
+  l.section(root, "admin", "", {"listen", "token"}, [&](const YAML::Node& m, const std::string& q) {
     l.address(m, "listen", q, c.admin, true);
+    l.string(m, "token", q, c.admin_token);
+    const bool visible = std::all_of(c.admin_token.begin(), c.admin_token.end(),
+                                     [](char ch) { return ch > ' ' && ch < 0x7f; });
+    if (!visible) {
+      l.error(m["token"], Loader::child(q, "token"),
+              "expected visible ASCII characters without spaces (a bearer token)");
+    }
+    // Off loopback, anyone who reaches the port could reload the gateway and read its state.
+    if (m["listen"].IsDefined() && !is_loopback_host(c.admin.host) && c.admin_token.empty() &&
+        !m["token"].IsDefined()) {
+      l.error(m["listen"], Loader::child(q, "listen"),
+              "an admin listener off loopback needs a token: set admin.token (for example "
+              "token: \"${ADMIN_TOKEN}\")");
+    }
   });
   c.listeners = load_list<Listener>(l, root, "listeners", load_listener);
   c.routes = load_list<Route>(l, root, "routes", load_route);
@@ -1351,6 +1398,32 @@ Config load(Loader& l, const YAML::Node& root) {
 }
 
 }  // namespace
+
+bool is_ip_literal(std::string_view host) noexcept {
+  if (host.empty() || host.size() >= INET6_ADDRSTRLEN) return false;
+  char text[INET6_ADDRSTRLEN] = {};
+  std::memcpy(text, host.data(), host.size());
+  unsigned char binary[sizeof(in6_addr)];
+  return ::inet_pton(AF_INET, text, binary) == 1 || ::inet_pton(AF_INET6, text, binary) == 1;
+}
+
+bool is_loopback_host(std::string_view host) noexcept {
+  if (host.size() == 9 || host.size() == 10) {
+    std::string lower(host);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    if (lower == "localhost" || lower == "localhost.") return true;
+  }
+  if (host.empty() || host.size() >= INET6_ADDRSTRLEN) return false;
+  char text[INET6_ADDRSTRLEN] = {};
+  std::memcpy(text, host.data(), host.size());
+  in_addr v4{};
+  if (::inet_pton(AF_INET, text, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, text, &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+}
 
 std::string Address::text() const {
   const bool v6 = host.find(':') != std::string::npos;

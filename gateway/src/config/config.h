@@ -21,6 +21,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -42,6 +43,13 @@ struct Address {
   std::string text() const;  // "host:port" ("[::1]:80" for IPv6)
   friend bool operator==(const Address&, const Address&) = default;
 };
+
+// Whether `host` is an IPv4 or IPv6 literal (IPv6 without brackets), not a name.
+bool is_ip_literal(std::string_view host) noexcept;
+// Whether `host` stays on this machine: an IPv4 literal in 127.0.0.0/8, ::1 (also
+// v4-mapped ::ffff:127.x.y.z), or the name `localhost`. A wildcard (0.0.0.0, ::) and every
+// other name are not loopback.
+bool is_loopback_host(std::string_view host) noexcept;
 
 struct ListenerLimits {
   uint64_t max_header_bytes = 8 * 1024UL;
@@ -321,9 +329,15 @@ struct QueueSpec {
   Duration max_wait = 1s;   // longest wait; then 503 queue_timeout
 };
 
+// clusters[].dns_refresh: its bounds (a name is looked up again this often).
+inline constexpr Duration kMinDnsRefresh = 1s;
+inline constexpr Duration kMaxDnsRefresh = 24h;
+
 struct Cluster {
   std::string name;
+  // IP literals or names; a name stands for every address it resolves to (route/dns.h).
   std::vector<Address> endpoints;
+  Duration dns_refresh = 30s;  // how often the names among `endpoints` are looked up again
   LoadBalancing lb = LoadBalancing::round_robin;
   Duration connect_timeout = 1s;
   PoolSpec pool;
@@ -429,7 +443,10 @@ struct LoggingSpec {
 
 struct Config {
   uint32_t workers = 0;  // 0: number of cores
-  Address admin{"127.0.0.1", 9901};
+  Address admin{"127.0.0.1", 9901};  // admin.listen
+  // admin.token: the bearer token the admin API asks for (POST always, every endpoint off
+  // loopback); empty: none. Required when admin.listen is off loopback. Secret: redacted.
+  std::string admin_token;
   std::vector<Listener> listeners;
   std::vector<Route> routes;
   std::vector<Cluster> clusters;

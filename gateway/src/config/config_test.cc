@@ -710,5 +710,72 @@ TEST(Config, LoadFileReadsAFile) {
   EXPECT_EQ(c.routes[0].cluster, "backend");
 }
 
+TEST(Config, EndpointsMayBeNamesWithARefreshInterval) {
+  const Config c = parse_ok(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+clusters:
+  - {name: a, endpoints: [api.example.com:443, localhost:9001, "[::1]:80", 10.0.0.1:80]}
+  - {name: b, endpoints: [svc_1.internal.:80], dns_refresh: 5s}
+)");
+  ASSERT_EQ(c.clusters.size(), 2u);
+  EXPECT_EQ(c.clusters[0].dns_refresh, 30s);
+  EXPECT_EQ(c.clusters[0].endpoints[0].text(), "api.example.com:443");
+  EXPECT_EQ(c.clusters[0].endpoints[2].text(), "[::1]:80");
+  EXPECT_EQ(c.clusters[1].dns_refresh, 5s);
+  const auto e = errors(R"(
+listeners:
+  - {name: public, listen: 127.0.0.1:8080}
+clusters:
+  - {name: a, endpoints: ["bad host:80", -api.example.com:80, "a..b:80"], dns_refresh: 500ms}
+  - {name: b, endpoints: [api.example.com:80], dns_refresh: 25h}
+)");
+  ASSERT_EQ(e.size(), 5u);
+  EXPECT_EQ(e[0],
+            "test.yaml:5:27: clusters[0].endpoints[0]: expected host:port with an IP address or a "
+            "DNS name as the host, got 'bad host:80'");
+  EXPECT_NE(e[1].find("clusters[0].endpoints[1]"), std::string::npos);
+  EXPECT_NE(e[2].find("clusters[0].endpoints[2]"), std::string::npos);
+  EXPECT_EQ(e[3], "test.yaml:5:88: clusters[0].dns_refresh: expected a duration from 1s to 24h");
+  EXPECT_NE(e[4].find("clusters[1].dns_refresh"), std::string::npos);
+}
+
+TEST(Config, AdminTokenIsRequiredOffLoopback) {
+  const Config none = parse_ok(kMinimal);
+  EXPECT_EQ(none.admin_token, "");
+  const Config c = parse_ok(std::string(kMinimal) + "admin: {listen: 0.0.0.0:9901, token: t0k}\n");
+  EXPECT_EQ(c.admin_token, "t0k");
+  EXPECT_EQ(parse_ok(std::string(kMinimal) + "admin: {listen: localhost:0}\n").admin_token, "");
+  EXPECT_EQ(parse_ok(std::string(kMinimal) + "admin: {listen: 127.0.0.2:0}\n").admin.host,
+            "127.0.0.2");
+  auto e = errors(std::string(kMinimal) + "admin: {listen: 0.0.0.0:9901}\n");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0],
+            "test.yaml:8:17: admin.listen: an admin listener off loopback needs a token: set "
+            "admin.token (for example token: \"${ADMIN_TOKEN}\")");
+  e = errors(std::string(kMinimal) + "admin: {listen: \"[::]:9901\", token: \"a b\"}\n");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("admin.token: expected visible ASCII"), std::string::npos);
+  e = errors(std::string(kMinimal) + "admin: {listen: 127.0.0.1:0, token: \"${NOT_SET}\"}\n");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("admin.token: environment variable 'NOT_SET' is not set"), std::string::npos);
+}
+
+TEST(Config, LoopbackAndLiteralHosts) {
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "localhost",
+                           "LOCALHOST", "localhost."}) {
+    EXPECT_TRUE(is_loopback_host(host)) << host;
+  }
+  for (const char* host :
+       {"0.0.0.0", "::", "10.0.0.1", "128.0.0.1", "::ffff:10.0.0.1", "example.com", "", "local"}) {
+    EXPECT_FALSE(is_loopback_host(host)) << host;
+  }
+  EXPECT_TRUE(is_ip_literal("10.0.0.1"));
+  EXPECT_TRUE(is_ip_literal("2001:db8::1"));
+  EXPECT_FALSE(is_ip_literal("localhost"));
+  EXPECT_FALSE(is_ip_literal("10.0.0.1.example"));
+  EXPECT_FALSE(is_ip_literal(""));
+}
+
 }  // namespace
 }  // namespace bulwark::gateway::config

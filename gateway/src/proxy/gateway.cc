@@ -19,8 +19,10 @@
 #include "bulwark/observe/log.h"
 #include "bulwark/observe/prometheus.h"
 #include "bulwark/observe/registry.h"
+#include "config/warnings.h"
 #include "listener/worker.h"
 #include "proxy/alerting.h"
+#include "proxy/dns_refresher.h"
 #include "proxy/readiness.h"
 #include "route/runtime.h"
 #include "upstream/health_checker.h"
@@ -74,6 +76,9 @@ struct Gateway::Impl {
   bulwark::observe::Logger log;
   bulwark::observe::Registry registry;
   Shared shared;
+  // The names among the endpoints: looked up at start, on reload and every dns_refresh; a
+  // change of addresses installs a new snapshot of the same config (rebuild_for_dns).
+  std::unique_ptr<DnsRefresher> dns;
   std::unique_ptr<upstream::HealthChecker> health_checker;  // probes the current snapshot
   std::unique_ptr<Readiness> readiness;                     // critical clusters, for /readyz
   std::unique_ptr<Alerting> alerting;                       // alerts[], for /alerts
@@ -99,7 +104,17 @@ struct Gateway::Impl {
   json redis_stats(const config::RedisSpec& spec);
   json clusters();
   admin::ReloadOutcome reload();
+  void rebuild_for_dns(const std::vector<std::string>& names);
+  // Makes `snap` current and hands it to the workers and the watchers; under reload_mu and mu.
+  void install(const std::shared_ptr<const Snapshot>& snap);
   void write_ready_file(const std::vector<uint16_t>& ports, uint16_t admin_port);
+  // The configuration's security warnings (config/warnings.h), one log line each.
+  void log_warnings(const config::Config& config) {
+    for (const config::Warning& w : config::warnings(config)) {
+      log.warn("configuration warning",
+               {{"file", options.config_path}, {"path", w.path}, {"warning", w.message}});
+    }
+  }
 };
 
 Gateway::Gateway(GatewayOptions options, config::Config config)
@@ -110,7 +125,16 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
   for (std::size_t i = 0; i < s.startup->listeners.size(); ++i) {
     s.shared.listeners.push_back(std::make_unique<ListenerShared>());
   }
-  s.current = route::build_snapshot(s.startup, *s.startup, s.generation, s.shared);
+  s.log_warnings(*s.startup);
+  s.dns = std::make_unique<DnsRefresher>(s.clock, s.registry, s.logs.logger("dns"));
+  // Names are looked up before the first snapshot; one that does not resolve leaves its
+  // cluster without its addresses (503 until it resolves) and is tried again, with backoff.
+  for (const std::string& name : s.dns->follow(*s.startup)) {
+    s.log.warn("starting without the addresses of an endpoint name; retrying in the background",
+               {{"endpoint", name}});
+  }
+  s.current =
+      route::build_snapshot(s.startup, *s.startup, s.generation, s.shared, s.dns->resolved());
   s.health_checker = std::make_unique<upstream::HealthChecker>(s.logs.logger("health"));
   s.health_checker->watch(s.current);
   s.readiness = std::make_unique<Readiness>(s.clock);
@@ -125,6 +149,7 @@ Gateway::Gateway(GatewayOptions options, config::Config config)
 }
 
 Gateway::~Gateway() {
+  if (impl_->dns) impl_->dns->stop();
   if (impl_->admin) impl_->admin->stop();
   if (impl_->alerting) impl_->alerting->stop();
   for (auto& w : impl_->workers) w->stop();
@@ -195,12 +220,16 @@ void Gateway::start() {
   h.reload = [&s] { return s.reload(); };
   try {
     s.admin = std::make_unique<admin::AdminServer>(s.startup->admin.host, s.startup->admin.port,
-                                                   std::move(h));
+                                                   std::move(h), s.startup->admin_token);
   } catch (const std::system_error& e) {
     throw std::runtime_error("cannot listen on " + s.startup->admin.text() +
                              " (admin): " + e.code().message());
+  } catch (const std::invalid_argument& e) {
+    // A name that resolved off loopback: the loader's check saw only the name.
+    throw std::runtime_error(e.what());
   }
   for (auto& w : s.workers) w->start();
+  s.dns->start([&s](const std::vector<std::string>& names) { s.rebuild_for_dns(names); });
   s.readiness->start();
   s.alerting->start();
   s.admin->start();
@@ -228,12 +257,28 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   std::string error;
   try {
     next = std::make_shared<const config::Config>(config::load_file(options.config_path));
-    snap = route::build_snapshot(next, *startup, gen, shared);
+    // The admin listener keeps its start-up address: off loopback it cannot lose its token.
+    if (next->admin_token.empty() && admin && !admin->loopback()) {
+      throw std::runtime_error("admin.token: the admin listener (" + startup->admin.text() +
+                               ") is off loopback until a restart: it needs a token");
+    }
+    // New names are looked up now; known ones keep their addresses.
+    for (const std::string& name : dns->follow(*next)) {
+      log.warn("reloading without the addresses of an endpoint name; retrying in the background",
+               {{"endpoint", name}});
+    }
+    snap = route::build_snapshot(next, *startup, gen, shared, dns->resolved());
   } catch (const config::ConfigError& e) {
     error = format_diagnostics(e, &out.errors);
   } catch (const std::exception& e) {
     error = e.what();
     out.errors.push_back(error);
+  }
+  if (!error.empty()) {
+    // The names of a refused file are not looked up again.
+    dns->forget_others(*snapshot()->config);
+  } else {
+    dns->forget_others(*next);
   }
   std::lock_guard lock(mu);
   if (!error.empty()) {
@@ -258,11 +303,9 @@ admin::ReloadOutcome Gateway::Impl::reload() {
     log.warn("listener addresses, admin address or workers changed: takes effect on restart");
   }
   generation = gen;
-  current = snap;
-  for (auto& w : workers) w->install(snap);
-  health_checker->watch(snap);
-  readiness->watch(*snap);
-  alerting->watch(snap);
+  if (admin) admin->set_token(next->admin_token);
+  log_warnings(*next);
+  install(snap);
   shared.overload.force(next->overload.force_level);
   ++reload_ok;
   shared.metrics.reload_result(true, generation);
@@ -270,6 +313,38 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   out.ok = true;
   out.generation = generation;
   return out;
+}
+
+void Gateway::Impl::install(const std::shared_ptr<const Snapshot>& snap) {
+  current = snap;
+  for (auto& w : workers) w->install(snap);
+  health_checker->watch(snap);
+  readiness->watch(*snap);
+  alerting->watch(snap);
+}
+
+void Gateway::Impl::rebuild_for_dns(const std::vector<std::string>& names) {
+  std::lock_guard serial(reload_mu);
+  if (shared.draining.load()) return;
+  const std::shared_ptr<const Snapshot> old = snapshot();
+  std::string changed;
+  for (const auto& n : names) changed += (changed.empty() ? "" : ", ") + n;
+  std::shared_ptr<const Snapshot> snap;
+  try {
+    // The same config and generation; the old snapshot lends its TLS contexts.
+    snap = route::build_snapshot(old->config, *startup, old->generation, shared, dns->resolved(),
+                                 old.get());
+  } catch (const std::exception& e) {
+    log.error("endpoint addresses changed but no snapshot could be built; the old one stays",
+              {{"endpoints", changed}, {"error", e.what()}});
+    return;
+  }
+  std::lock_guard lock(mu);
+  install(snap);
+  log.info("endpoint addresses changed: new snapshot installed",
+           {{"endpoints", changed},
+            {"generation", snap->generation},
+            {"endpoint_count", static_cast<uint64_t>(snap->endpoint_count)}});
 }
 
 admin::ReloadOutcome Gateway::reload() { return impl_->reload(); }
@@ -373,7 +448,7 @@ json Gateway::Impl::clusters() {
       const auto* m = e.metrics;
       double total = 0;
       for (std::size_t i = 0; i < 5; ++i) total += class_total(m->requests, i);
-      eps.push_back({{"address", e.address},
+      eps.push_back({{"address", e.label},
                      {"requests_active", m->active ? m->active->value() : 0.0},
                      {"pool_idle", m->pool_idle ? m->pool_idle->value() : 0.0},
                      {"pool_busy", m->pool_busy ? m->pool_busy->value() : 0.0},
@@ -384,18 +459,26 @@ json Gateway::Impl::clusters() {
                      // The cluster's breaker guards every call to the endpoint.
                      {"breaker", breaker}});
     }
-    out.push_back({{"name", c.config->name},
-                   {"lb", c.config->lb == config::LoadBalancing::round_robin ? "round_robin"
-                                                                             : "least_request"},
-                   {"breaker", breaker},
-                   {"requests_active", c.bulkhead ? c.bulkhead->in_flight() : 0},
-                   {"queued", c.bulkhead ? c.bulkhead->queued() : 0},
-                   {"queue_estimated_wait_ms",
-                    c.bulkhead ? std::chrono::duration<double, std::milli>(
-                                     c.bulkhead->estimated_wait(now))
-                                     .count()
-                               : 0.0},
-                   {"endpoints", eps}});
+    json names = json::array();
+    for (const DnsNameStatus& n : dns->status(c.config->name)) {
+      names.push_back({{"name", n.name},
+                       {"addresses", n.addresses},
+                       {"last_error", n.last_error},
+                       {"consecutive_failures", n.consecutive_failures}});
+    }
+    out.push_back(
+        {{"name", c.config->name},
+         {"dns", names},
+         {"lb",
+          c.config->lb == config::LoadBalancing::round_robin ? "round_robin" : "least_request"},
+         {"breaker", breaker},
+         {"requests_active", c.bulkhead ? c.bulkhead->in_flight() : 0},
+         {"queued", c.bulkhead ? c.bulkhead->queued() : 0},
+         {"queue_estimated_wait_ms",
+          c.bulkhead
+              ? std::chrono::duration<double, std::milli>(c.bulkhead->estimated_wait(now)).count()
+              : 0.0},
+         {"endpoints", eps}});
   }
   return out;
 }
@@ -403,6 +486,7 @@ json Gateway::Impl::clusters() {
 void Gateway::drain() {
   auto& s = *impl_;
   if (s.shared.draining.exchange(true)) return;
+  s.dns->stop();  // no new snapshot while draining
   s.shared.metrics.set_draining(true);
   s.log.info(
       "draining",

@@ -2,7 +2,10 @@
 //
 //   bulwark --config FILE [--ready-file PATH]   run
 //   bulwark --check-config --config FILE         validate: exit 0 ("configuration ok: FILE")
-//                                                or 1 (one diagnostic per line on stderr)
+//                                                or 1 (one diagnostic per line on stderr);
+//                                                security warnings ("FILE: warning: path:
+//                                                message", config/warnings.h) go to stderr
+//                                                and do not change the exit code
 //   bulwark --version
 #include <csignal>
 #include <cstdio>
@@ -13,6 +16,7 @@
 #include <string_view>
 
 #include "config/config.h"
+#include "config/warnings.h"
 #include "proxy/gateway.h"
 
 namespace {
@@ -75,6 +79,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check_only) {
+    // Running, the gateway logs the same warnings.
+    for (const auto& w : bulwark::gateway::config::warnings(config)) {
+      std::cerr << w.text(config_path) << "\n";
+    }
     std::cout << "configuration ok: " << config_path << "\n";
     return 0;
   }

@@ -32,6 +32,13 @@ PolicyStore::PolicyStore(const Clock& clock, bulwark::observe::Registry& registr
 PolicyStore::~PolicyStore() { registry_.remove_collector(collector_); }
 
 std::shared_ptr<ClusterState> PolicyStore::cluster(const config::Cluster& c) {
+  std::vector<std::string> labels;
+  for (const auto& e : c.endpoints) labels.push_back(e.text());
+  return cluster(c, labels);
+}
+
+std::shared_ptr<ClusterState> PolicyStore::cluster(const config::Cluster& c,
+                                                   const std::vector<std::string>& labels) {
   std::lock_guard lock(mu_);
   std::shared_ptr<ClusterState> state;
   if (auto it = clusters_.find(c.name); it != clusters_.end()) state = it->second.lock();
@@ -67,10 +74,9 @@ std::shared_ptr<ClusterState> PolicyStore::cluster(const config::Cluster& c) {
         std::make_shared<limit::Bulkhead>(c.name, wanted, const_cast<Clock&>(clock_));
   }
   std::map<std::string, std::shared_ptr<upstream::EndpointHealth>, std::less<>> endpoints;
-  for (const auto& e : c.endpoints) {
-    const std::string address = e.text();
-    auto it = state->endpoints.find(address);
-    endpoints[address] =
+  for (const std::string& label : labels) {
+    auto it = state->endpoints.find(label);
+    endpoints[label] =
         it != state->endpoints.end() ? it->second : std::make_shared<upstream::EndpointHealth>();
   }
   // The data path holds EndpointHealth pointers, never the map; the collector reads the map

@@ -1,8 +1,8 @@
 // PolicyStore: the policy objects that outlive config snapshots — each cluster's circuit
 // breaker, endpoint health (outlier ejection, health checks) and bulkhead (concurrency limit and
-// queue), the retry budgets, the rate limiters. A snapshot asks the store for them when it is built and holds
-// them (shared_ptr); the store remembers them weakly, by name and options, so a reload that
-// keeps a cluster (with the same breaker options) or a limit (with the same rate) keeps its
+// queue), the retry budgets, the rate limiters. A snapshot asks the store for them when it is built
+// and holds them (shared_ptr); the store remembers them weakly, by name and options, so a reload
+// that keeps a cluster (with the same breaker options) or a limit (with the same rate) keeps its
 // state — an open breaker stays open, a limited client stays limited — and a reload that drops
 // or changes one starts it afresh. Nothing here is looked up per request.
 //
@@ -12,6 +12,7 @@
 //   bulwark_bulkhead_*{bulkhead=<cluster>}        the library's bulkhead series: the cluster's
 //                                                 limit and queue (in flight, queued, granted
 //                                                 after a wait, rejected by reason, estimated wait)
+//   (endpoint: the endpoint's label, route/runtime.h EndpointRuntime::label)
 //   bulwark_endpoint_ejected{cluster,endpoint}    gauge  1 while ejected by outlier detection
 //   bulwark_endpoint_ejections_total{cluster,endpoint}  counter
 //   bulwark_endpoint_health{cluster,endpoint,status}    gauge  1 for the health-check status
@@ -51,7 +52,7 @@ struct ClusterState {
   // max_concurrent_requests and the queue (filters/cluster_limit). Replaced only while a
   // snapshot is built (under the store's lock); the data path holds the filter's own copy.
   std::shared_ptr<limit::Bulkhead> bulkhead;
-  // By endpoint address as written in the config.
+  // By endpoint label (EndpointRuntime::label: the address as written, or "name:port (ip)").
   std::map<std::string, std::shared_ptr<upstream::EndpointHealth>, std::less<>> endpoints;
 };
 
@@ -72,7 +73,11 @@ class PolicyStore {
   PolicyStore& operator=(const PolicyStore&) = delete;
 
   // The cluster's state: the one already in use when its breaker options are unchanged
-  // (endpoints kept by address, new ones added), otherwise a new one.
+  // (endpoints kept by label, new ones added, the others dropped), otherwise a new one.
+  // `endpoints` are the labels of the cluster's endpoints (EndpointRuntime::label); without
+  // them, the config's endpoints as written.
+  std::shared_ptr<ClusterState> cluster(const config::Cluster& cluster,
+                                        const std::vector<std::string>& endpoints);
   std::shared_ptr<ClusterState> cluster(const config::Cluster& cluster);
   // The retry budget of `cluster` for these options (routes with the same options share it).
   std::shared_ptr<retry::RetryBudget> budget(const std::string& cluster,

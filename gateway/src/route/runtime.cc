@@ -9,6 +9,7 @@
 #include "filters/rate_limit/rate_limit.h"
 #include "filters/retry/retry.h"
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <stdexcept>
@@ -20,11 +21,11 @@ using tcp = net::ip::tcp;
 
 namespace {
 
+// Redis's address (a name is looked up here, at start and on reload, never on the data path).
 tcp::endpoint resolve(const config::Address& a) {
   boost::system::error_code ec;
   const auto address = net::ip::make_address(a.host, ec);
   if (!ec) return {address, a.port};
-  // A name: resolved once per snapshot (at start and on reload), never on the data path.
   net::io_context ioc;
   tcp::resolver resolver(ioc);
   auto results = resolver.resolve(a.host, std::to_string(a.port), ec);
@@ -81,14 +82,37 @@ std::unique_ptr<filter::FilterChain> route_chain(const config::Config& config,
   return chain;
 }
 
+struct Resolved {
+  std::string label;
+  tcp::endpoint endpoint;
+};
+
+// The addresses of one configured endpoint: itself for an IP literal, the name's addresses in
+// `names` otherwise (none before its first answer).
+std::vector<Resolved> addresses_of(const config::Address& e, const ResolvedNames& names) {
+  boost::system::error_code ec;
+  const auto literal = net::ip::make_address(e.host, ec);
+  if (!ec) return {{e.text(), {literal, e.port}}};
+  std::vector<Resolved> out;
+  if (const auto it = names.find(e.text()); it != names.end()) {
+    for (const auto& ip : it->second) out.push_back({resolved_label(e, ip), {ip, e.port}});
+  }
+  return out;
+}
+
+std::atomic<uint64_t> next_serial{1};
+
 }  // namespace
 
 std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
                                                const config::Config& startup, uint64_t generation,
-                                               Shared& shared) {
+                                               Shared& shared, const ResolvedNames& names,
+                                               const Snapshot* previous) {
+  if (previous != nullptr && previous->config != config) previous = nullptr;
   observe::GatewayMetrics& metrics = shared.metrics;
   auto snap = std::make_shared<Snapshot>(config, Router(config->routes));
   snap->generation = generation;
+  snap->serial = next_serial.fetch_add(1);
   for (const auto& boot : startup.listeners) {
     const config::Listener* chosen = &boot;
     for (const auto& l : config->listeners) {
@@ -103,10 +127,16 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
         filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests, *lr.metrics));
     add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, config->redis, shared.policies,
                                                         shared.metrics));
-    if (chosen->tls) lr.tls = tls_for(*chosen->tls, "listeners[" + boot.name + "].tls");
+    if (previous != nullptr) {
+      lr.tls = previous->listeners[index].tls;
+    } else if (chosen->tls) {
+      lr.tls = tls_for(*chosen->tls, "listeners[" + boot.name + "].tls");
+    }
     snap->listeners.push_back(std::move(lr));
   }
-  if (config->redis) {
+  if (previous != nullptr) {
+    snap->redis = previous->redis;
+  } else if (config->redis) {
     redis::ClientOptions options;
     options.endpoint = resolve(config->redis->address);
     options.username = config->redis->username;
@@ -124,16 +154,32 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     cr.index = snap->clusters.size();
     cr.config = &c;
     cr.metrics = &metrics.cluster(c.name);
-    cr.state = shared.policies.cluster(c);
-    cr.bulkhead = cr.state->bulkhead;
-    if (c.tls) cr.tls = tls_for(*c.tls, "clusters[" + c.name + "].tls");
+    std::vector<std::pair<const config::Address*, Resolved>> resolved;
     for (const auto& e : c.endpoints) {
-      const std::string address = e.text();
+      for (auto& r : addresses_of(e, names)) resolved.emplace_back(&e, std::move(r));
+    }
+    std::vector<std::string> labels;
+    labels.reserve(resolved.size());
+    for (const auto& r : resolved) labels.push_back(r.second.label);
+    cr.state = shared.policies.cluster(c, labels);
+    cr.bulkhead = cr.state->bulkhead;
+    if (previous != nullptr) {
+      cr.tls = previous->clusters[cr.index].tls;
+    } else if (c.tls) {
+      cr.tls = tls_for(*c.tls, "clusters[" + c.name + "].tls");
+    }
+    for (auto& [e, r] : resolved) {
       // TLS and plain connections to one address never share a pool.
-      const std::string pool_key = c.name + '\n' + address + (c.tls ? "\ntls" : "");
-      cr.endpoints.push_back({snap->endpoint_count++, address, e.host, pool_key,
-                              resolve(e), &metrics.endpoint(c.name, address),
-                              cr.state->endpoints.at(address)});
+      std::string pool_key = c.name + '\n' + r.label + (c.tls ? "\ntls" : "");
+      EndpointRuntime runtime{snap->endpoint_count++,
+                              e->text(),
+                              e->host,
+                              std::move(pool_key),
+                              r.endpoint,
+                              &metrics.endpoint(c.name, r.label),
+                              cr.state->endpoints.at(r.label)};
+      runtime.label = std::move(r.label);
+      cr.endpoints.push_back(std::move(runtime));
     }
     snap->clusters.push_back(std::move(cr));
   }

@@ -22,26 +22,32 @@
 #include "config/config.h"
 #include "filter/chain.h"
 #include "filters/hedge/hedge.h"
-#include "http/tls_context.h"
 #include "filters/overload/overload.h"
+#include "http/tls_context.h"
 #include "observe/access_log.h"
 #include "observe/gateway_metrics.h"
 #include "redis/client_options.h"
+#include "route/dns.h"
 #include "route/policy_store.h"
 #include "route/router.h"
 
 namespace bulwark::gateway::route {
 
+// One address of a cluster: an IP literal of the config, or one of the addresses a name of the
+// config resolved to (route/dns.h).
 struct EndpointRuntime {
   std::size_t index = 0;  // 0 .. Snapshot::endpoint_count-1, across the snapshot's clusters
-  std::string address;    // "host:port" as written in the config: the metric label
+  std::string address;    // "host:port" as written in the config (the Host a probe sends)
   std::string host;       // the host as written (TLS: the name sent and verified)
-  std::string pool_key;   // cluster name + '\n' + address: a worker's pool for this endpoint
+  std::string pool_key;   // cluster name + '\n' + label: a worker's pool for this endpoint
   boost::asio::ip::tcp::endpoint endpoint;
   observe::EndpointMetrics* metrics = nullptr;
   // Outlier ejection and health-check state, shared with the snapshots before and after this
   // one while the endpoint stays in its cluster (route/policy_store.h).
   std::shared_ptr<upstream::EndpointHealth> health;
+  // The endpoint's identity: its metric label, its key in the policy store and /clusters'
+  // "address". `address` for an IP literal; "host:port (ip)" for an address of a name.
+  std::string label;
 };
 
 struct ClusterRuntime {
@@ -101,7 +107,8 @@ struct ListenerRuntime {
 };
 
 struct Snapshot {
-  uint64_t generation = 0;
+  uint64_t generation = 0;  // the configuration's: a rebuild after a DNS change keeps it
+  uint64_t serial = 0;      // unique to this snapshot in the process (per-snapshot caches)
   std::shared_ptr<const config::Config> config;
   // Indexed like the start-up listeners (listener sockets never change on reload); an entry
   // keeps the start-up listener's settings when the new config no longer has that name.
@@ -117,12 +124,17 @@ struct Snapshot {
       : config(std::move(c)), router(std::move(r)) {}
 };
 
-// Builds a snapshot: resolves every endpoint (names through the system resolver, once, here),
-// looks up metric handles, builds the filter chains over the state that outlives snapshots
-// (`shared`: the listeners' in-flight counts). `startup` supplies listener settings missing
-// from `config`. Throws std::runtime_error naming the endpoint that cannot be resolved.
+// Builds a snapshot: turns every endpoint into addresses (an IP literal is one; a name is the
+// addresses `names` has for it, none when it has none: nothing is looked up here), looks up
+// metric handles, builds the filter chains over the state that outlives snapshots (`shared`:
+// the listeners' in-flight counts). `startup` supplies listener settings missing from
+// `config`. `previous`, when built from the same `config` object (a rebuild after a DNS
+// change), lends its TLS contexts and Redis options, so a rebuild reads no file and looks up
+// no name. Throws std::runtime_error (a TLS context that cannot be built, a Redis address that
+// does not resolve).
 std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
                                                const config::Config& startup, uint64_t generation,
-                                               Shared& shared);
+                                               Shared& shared, const ResolvedNames& names = {},
+                                               const Snapshot* previous = nullptr);
 
 }  // namespace bulwark::gateway::route

@@ -124,7 +124,7 @@ void HealthChecker::Impl::record(const route::ClusterRuntime& cluster,
                                                : bulwark::observe::LogLevel::info;
   log.log(level, "endpoint health changed",
           {{"cluster", cluster.config->name},
-           {"endpoint", endpoint.address},
+           {"endpoint", endpoint.label},
            {"status", to_string(*changed)}});
 }
 

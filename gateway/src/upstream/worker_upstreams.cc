@@ -3,9 +3,9 @@
 namespace bulwark::gateway::upstream {
 
 void WorkerUpstreams::resolve(const route::Snapshot& snapshot) {
-  if (resolved_for_ == &snapshot && resolved_generation_ == snapshot.generation) return;
-  resolved_for_ = &snapshot;
-  resolved_generation_ = snapshot.generation;
+  // By serial: a later snapshot may be allocated where a released one was.
+  if (resolved_serial_ == snapshot.serial) return;
+  resolved_serial_ = snapshot.serial;
   endpoint_pools_.assign(snapshot.endpoint_count, nullptr);
   cursors_.resize(snapshot.clusters.size(), 0);
   for (const auto& cluster : snapshot.clusters) {

@@ -24,8 +24,7 @@ class WorkerUpstreams {
   void resolve(const route::Snapshot& snapshot);
 
   WorkerPools pools_;
-  const route::Snapshot* resolved_for_ = nullptr;
-  uint64_t resolved_generation_ = 0;
+  uint64_t resolved_serial_ = UINT64_MAX;      // Snapshot::serial of the indexes below
   std::vector<EndpointPool*> endpoint_pools_;  // by EndpointRuntime::index
   std::vector<uint64_t> cursors_;              // by ClusterRuntime::index
 };
