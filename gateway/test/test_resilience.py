@@ -594,7 +594,8 @@ class HedgeTest(GatewayTest):
         resp = request(gw.port, "GET", "/ok")  # to slower first, hedged to slow
         self.assertIn(resp.status, (502, 503), resp)
         self.assertEqual(gw.metric_value("bulwark_route_hedges_total", {"route": "api"}), 2)
-        self.assertEqual(request(gw.port, "GET", "/ok").status, 503)
+        # Whichever attempt failed last is the answer (which one depends on timing).
+        self.assertIn(request(gw.port, "GET", "/ok").status, (502, 503))
         self.assertEqual(gw.metric_value("bulwark_endpoint_requests_active",
                                          {"cluster": "backend"}), 0)
 

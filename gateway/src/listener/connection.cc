@@ -371,7 +371,9 @@ http::Task<void> Connection::wait_for_filter() {
 }
 
 filter::LocalReply Connection::prepare_exchange() {
-  if (route_->cluster == nullptr || route_->cluster->endpoints.empty()) {
+  // A cluster without an address (a name that has not resolved yet) is the exchange's to
+  // answer: its fallback clusters may still serve the request.
+  if (route_->cluster == nullptr) {
     return filter::refuse(503, reason::kNoEndpoint, has_body_);
   }
   upstream::ExchangeRequest& x = ctx_->exchange_request;

@@ -90,7 +90,7 @@ http::Task<void> Exchange::call_cluster(ClientLeg& client) {
   for (;;) {
     const route::EndpointRuntime* endpoint = choose_endpoint(*cluster_);
     if (endpoint == nullptr) {
-      fail(503, reason::kNoHealthyEndpoint);
+      fail(503, cluster_->endpoints.empty() ? reason::kNoEndpoint : reason::kNoHealthyEndpoint);
       result_->reply.close = !client.parser.is_done();
       co_return;
     }
