@@ -169,6 +169,18 @@ class TlsTerminationTest(GatewayTest):
             self.assertEqual(c.request("GET", "/ok").status, 200)
         self.assertEqual(kept.request("GET", "/ok").status, 200)  # the old connection lives on
 
+    def test_the_admin_listener_speaks_tls_when_it_has_a_certificate(self):
+        config = make_config([self.up.address])
+        config["admin"]["tls"] = {"cert": self.cert, "key": self.key}
+        gw = self.start_gateway(config)
+        with TlsClient(gw.admin_port, self.client_context()) as c:
+            resp = c.request("GET", "/healthz")
+            self.assertEqual(resp.status, 200, resp)
+            self.assertEqual(c.request("GET", "/stats").status, 200)
+        with self.assertRaises((PeerClosed, OSError, ValueError)):
+            with Client(gw.admin_port) as c:  # plain HTTP gets no answer
+                c.request("GET", "/healthz", timeout=scale(2))
+
     def test_bad_certificate_files_are_config_errors_naming_the_file(self):
         bad = os.path.join(self.tmp, "not-a-cert.pem")
         with open(bad, "w") as f:

@@ -33,11 +33,14 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 namespace bulwark::gateway::admin {
+
+namespace http_tls = bulwark::gateway::http;
 namespace {
 
 namespace asio = boost::asio;
@@ -247,26 +250,55 @@ struct AdminServer::Impl {
         socket.close(ignored);
         continue;
       }
-      auto stream = std::make_unique<beast::tcp_stream>(std::move(socket));
       const uint64_t id = next_session_id++;
-      sessions.emplace(id, stream.get());
-      asio::co_spawn(ioc, session(std::move(stream), id), [](const std::exception_ptr&) {});
+      if (std::shared_ptr<http_tls::ServerTls> tls = current_tls()) {
+        auto stream = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(socket),
+                                                                             tls->context());
+        sessions.emplace(id, &beast::get_lowest_layer(*stream));
+        asio::co_spawn(ioc, tls_session(std::move(stream), std::move(tls), id),
+                       [](const std::exception_ptr&) {});
+      } else {
+        auto stream = std::make_unique<beast::tcp_stream>(std::move(socket));
+        sessions.emplace(id, stream.get());
+        asio::co_spawn(ioc, session(std::move(stream), id), [](const std::exception_ptr&) {});
+      }
     }
   }
 
-  asio::awaitable<void> session(std::unique_ptr<beast::tcp_stream> owned, uint64_t id) {
+  std::shared_ptr<http_tls::ServerTls> current_tls() {
+    std::lock_guard lock(token_mu);
+    return tls;
+  }
+
+  // admin.tls: the handshake under the request timeout, then the same session as plain HTTP.
+  asio::awaitable<void> tls_session(std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> owned,
+                                    std::shared_ptr<http_tls::ServerTls> context, uint64_t id) {
+    beast::get_lowest_layer(*owned).expires_after(kRequestTimeout);
+    auto [ec] = co_await owned->async_handshake(asio::ssl::stream_base::server, kToken);
+    if (ec) {
+      sessions.erase(id);
+      if (!stopping) beast::get_lowest_layer(*owned).close();
+      co_return;
+    }
+    co_await session(std::move(owned), id);
+    (void)context;  // kept alive for the connection's life
+  }
+
+  template <class Stream>
+  asio::awaitable<void> session(std::unique_ptr<Stream> owned, uint64_t id) {
     struct Deregister {
       Impl* self;
       uint64_t id;
       ~Deregister() { self->sessions.erase(id); }
     } deregister{this, id};
-    beast::tcp_stream& stream = *owned;
+    Stream& stream = *owned;
+    beast::tcp_stream& tcp = beast::get_lowest_layer(stream);
     beast::flat_buffer buffer;
     bool linger = false;
     for (bool first = true; !stopping; first = false) {
       if (!first && buffer.size() == 0) {
         // Between requests: wait up to the idle timeout for the next one to begin.
-        stream.expires_after(kIdleTimeout);
+        tcp.expires_after(kIdleTimeout);
         auto space = buffer.prepare(4096);
         auto [ec, n] = co_await stream.async_read_some(space, kToken);
         if (ec) break;
@@ -275,7 +307,7 @@ struct AdminServer::Impl {
       http::request_parser<http::string_body> parser;
       parser.header_limit(kHeaderLimit);
       parser.body_limit(kBodyLimit);
-      stream.expires_after(kRequestTimeout);
+      tcp.expires_after(kRequestTimeout);
       auto [read_ec, read_n] = co_await http::async_read(stream, buffer, parser, kToken);
       std::ignore = read_n;
       if (stopping) break;
@@ -302,7 +334,7 @@ struct AdminServer::Impl {
       res.keep_alive(keep_alive && !stopping);
       res.prepare_payload();
       http::response_serializer<http::string_body> serializer(res);
-      stream.expires_after(kWriteTimeout);
+      tcp.expires_after(kWriteTimeout);
       ErrorCode write_ec;
       if (head) {
         auto [ec, n] = co_await http::async_write_header(stream, serializer, kToken);
@@ -315,9 +347,9 @@ struct AdminServer::Impl {
     }
     if (stopping) co_return;  // close_all() closed the socket already
     ErrorCode ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
     if (linger && !ec) {
-      stream.expires_after(kLingerTimeout);
+      tcp.expires_after(kLingerTimeout);
       std::size_t dropped = 0;
       while (dropped < kLingerBytes && !stopping) {
         buffer.clear();
@@ -327,7 +359,7 @@ struct AdminServer::Impl {
         dropped += n;
       }
     }
-    if (!stopping) stream.close();
+    if (!stopping) tcp.close();
   }
 
   Response handle(const Request& req) {
@@ -407,7 +439,8 @@ struct AdminServer::Impl {
   asio::steady_timer retry_timer;
   AdminHandlers handlers;
   std::mutex token_mu;
-  std::string token;  // guarded by token_mu
+  std::string token;                          // guarded by token_mu
+  std::shared_ptr<http_tls::ServerTls> tls;  // admin.tls; guarded by token_mu
   bool on_loopback = true;
   uint16_t bound_port = 0;
   std::thread thread;
@@ -429,6 +462,11 @@ uint16_t AdminServer::port() const noexcept { return impl_->bound_port; }
 bool AdminServer::loopback() const noexcept { return impl_->on_loopback; }
 
 void AdminServer::set_token(std::string token) { impl_->set_token(std::move(token)); }
+
+void AdminServer::set_tls(std::shared_ptr<http_tls::ServerTls> tls) {
+  std::lock_guard lock(impl_->token_mu);
+  impl_->tls = std::move(tls);
+}
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
   unsigned char da[EVP_MAX_MD_SIZE];

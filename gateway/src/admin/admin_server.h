@@ -22,6 +22,8 @@
 // `error="invalid_token"` when one was sent and is wrong). Tokens are compared in constant time.
 // A listener bound off loopback without a token refuses to be built (std::invalid_argument).
 //
+// TLS (admin.tls, set_tls): the handshake within the request timeout, then the same API.
+//
 // Limits: request headers 8 KiB, bodies 64 KiB, 10 s to read a request, 60 s idle keep-alive,
 // at most 64 connections at once (more are closed on accept).
 //
@@ -37,6 +39,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "http/tls_context.h"
 
 namespace bulwark::gateway::admin {
 
@@ -78,6 +82,9 @@ class AdminServer {
   // Replaces the token (a reload); safe from any thread. Throws std::invalid_argument for an
   // empty token on a listener bound off loopback (the old one stays).
   void set_token(std::string token);
+  // admin.tls: connections accepted from now on speak TLS with these certificates (null: plain
+  // HTTP); safe from any thread (a reload).
+  void set_tls(std::shared_ptr<http::ServerTls> tls);
   void start();                    // runs the admin thread
   void stop();                     // closes the listener and every connection; joins the thread
 

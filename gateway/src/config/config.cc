@@ -1208,8 +1208,15 @@ Config load(Loader& l, const YAML::Node& root) {
                {"workers", "admin", "listeners", "routes", "clusters", "cache", "redis", "overload",
                 "alerts", "logging", "shutdown"});
   l.integer(root, "workers", "", c.workers, 0, 1024);
-  l.section(root, "admin", "", {"listen", "token"}, [&](const YAML::Node& m, const std::string& q) {
+  l.section(root, "admin", "", {"listen", "token", "tls"}, [&](const YAML::Node& m,
+                                                                const std::string& q) {
     l.address(m, "listen", q, c.admin, true);
+    l.section(m, "tls", q,
+              {"cert", "key", "certificates", "min_version", "ciphers", "alpn", "client_ca",
+               "require_client_cert", "client_subject_header", "handshake_timeout"},
+              [&](const YAML::Node& t, const std::string& tq) {
+                c.admin_tls = load_listener_tls(l, t, tq);
+              });
     l.string(m, "token", q, c.admin_token);
     const bool visible = std::all_of(c.admin_token.begin(), c.admin_token.end(),
                                      [](char ch) { return ch > ' ' && ch < 0x7f; });

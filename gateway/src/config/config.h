@@ -447,6 +447,9 @@ struct Config {
   // admin.token: the bearer token the admin API asks for (POST always, every endpoint off
   // loopback); empty: none. Required when admin.listen is off loopback. Secret: redacted.
   std::string admin_token;
+  // admin.tls: the admin API over HTTPS (same keys as listeners[].tls; client certificates are
+  // checked when client_ca is set, the subject is not forwarded anywhere).
+  std::optional<ListenerTls> admin_tls;
   std::vector<Listener> listeners;
   std::vector<Route> routes;
   std::vector<Cluster> clusters;

@@ -1,5 +1,7 @@
 #include "proxy/gateway.h"
 
+#include "http/tls_context.h"
+
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -221,6 +223,9 @@ void Gateway::start() {
   try {
     s.admin = std::make_unique<admin::AdminServer>(s.startup->admin.host, s.startup->admin.port,
                                                    std::move(h), s.startup->admin_token);
+    if (s.startup->admin_tls) {
+      s.admin->set_tls(std::make_shared<http::ServerTls>(*s.startup->admin_tls));
+    }
   } catch (const std::system_error& e) {
     throw std::runtime_error("cannot listen on " + s.startup->admin.text() +
                              " (admin): " + e.code().message());
@@ -249,6 +254,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
   admin::ReloadOutcome out;
   std::shared_ptr<const config::Config> next;
   std::shared_ptr<const Snapshot> snap;
+  std::shared_ptr<http::ServerTls> admin_tls;
   uint64_t gen = 0;
   {
     std::lock_guard lock(mu);
@@ -268,6 +274,7 @@ admin::ReloadOutcome Gateway::Impl::reload() {
                {{"endpoint", name}});
     }
     snap = route::build_snapshot(next, *startup, gen, shared, dns->resolved());
+    if (next->admin_tls) admin_tls = std::make_shared<http::ServerTls>(*next->admin_tls);
   } catch (const config::ConfigError& e) {
     error = format_diagnostics(e, &out.errors);
   } catch (const std::exception& e) {
@@ -303,7 +310,10 @@ admin::ReloadOutcome Gateway::Impl::reload() {
     log.warn("listener addresses, admin address or workers changed: takes effect on restart");
   }
   generation = gen;
-  if (admin) admin->set_token(next->admin_token);
+  if (admin) {
+    admin->set_token(next->admin_token);
+    admin->set_tls(std::move(admin_tls));  // certificates read again with the config
+  }
   log_warnings(*next);
   install(snap);
   shared.overload.force(next->overload.force_level);
