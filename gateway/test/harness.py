@@ -716,10 +716,12 @@ class Redis:
     """A redis-server of the test's own on a free loopback port (no persistence), killed by PID.
     `command()` speaks RESP to it directly (for SCRIPT FLUSH, DEBUG SLEEP, reading keys)."""
 
-    def __init__(self, workdir, password=None):
+    def __init__(self, workdir, password=None, tls=None):
+        """`tls`: (cert, key, ca) files: Redis speaks only TLS (no client certificates asked)."""
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir, exist_ok=True)
         self.password = password
+        self.tls = tls
         self.proc = None
         self.port = None
 
@@ -733,6 +735,9 @@ class Redis:
                     "--logfile", os.path.join(self.dir, "redis.log")]
             if self.password:
                 args += ["--requirepass", self.password]
+            if self.tls:
+                args[1:3] = ["--port", "0", "--tls-port", str(p), "--tls-cert-file", self.tls[0],
+                             "--tls-key-file", self.tls[1], "--tls-auth-clients", "no"]
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -758,7 +763,12 @@ class Redis:
     def command(self, *args, timeout=5.0):
         """Sends one command (AUTH first when the server has a password); returns the reply as
         str / int / list / None, or the error text."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as raw:
+            s = raw
+            if self.tls:
+                import ssl
+                s = ssl.create_default_context(cafile=self.tls[2]).wrap_socket(
+                    raw, server_hostname="localhost")
             f = s.makefile("rb")
             cmds = ([("AUTH", self.password)] if self.password else []) + [args]
             data = b""
@@ -771,6 +781,9 @@ class Redis:
             reply = None
             for _ in cmds:
                 reply = _read_resp(f)
+            f.close()
+            if s is not raw:
+                s.close()
             return reply
 
     def pause(self):
@@ -845,8 +858,8 @@ class GatewayTest(unittest.TestCase):
         self.addCleanup(ng.stop)
         return ng.start()
 
-    def start_redis(self, password=None):
-        r = Redis(self.tmp, password)
+    def start_redis(self, password=None, tls=None):
+        r = Redis(self.tmp, password, tls)
         self.addCleanup(r.stop)
         return r.start()
 

@@ -6,7 +6,7 @@ around Redis opens and closes, a flushed script is loaded again, a password is u
 import threading
 import time
 
-from harness import Client, GatewayTest, make_config, request, scale, wait_until
+from harness import Client, GatewayTest, TestCA, make_config, request, scale, wait_until
 
 
 def global_config(up, redis, rate="10/s", burst=10, on_failure="local", timeout_ms=50,
@@ -188,6 +188,34 @@ class RedisAuthTest(GatewayTest):
         self.assertTrue(wait_until(
             lambda: bad.metric_value("bulwark_redis_errors_total", {"kind": "auth"}) > 0,
             scale(5), what="an auth error"))
+        self.assertEqual(request(bad.port, "GET", "/ok").status, 200)  # the local limiter
+        self.assertGreater(bad.metric_value("bulwark_global_rate_limit_fallbacks_total",
+                                            {"mode": "local"}), 0)
+
+
+class RedisTlsTest(GatewayTest):
+    def test_redis_over_tls_with_the_right_ca_and_not_with_a_wrong_one(self):
+        ca = TestCA(self.tmp)
+        cert, key = ca.issue("localhost", dns=["localhost"], ips=["127.0.0.1"])
+        redis = self.start_redis(tls=(cert, key, ca.cert))
+        self.assertEqual(redis.command("PING"), "PONG")
+        up = self.start_upstream()
+        config = global_config(up, redis, rate="1/s", burst=5)  # the key lives a second
+        config["redis"]["tls"] = {"ca_file": ca.cert, "sni": "localhost"}
+        gw = self.start_gateway(config, subdir="good")
+        self.assertTrue(wait_until(
+            lambda: gw.metric_value("bulwark_redis_connections_up") == 1, scale(5),
+            what="the TLS connection to Redis"))
+        self.assertEqual(request(gw.port, "GET", "/ok").status, 200)
+        self.assertEqual(gw.metric_value("bulwark_global_rate_limit_decisions_total"), 1)
+        self.assertEqual(redis.command("KEYS", "bulwark:rl:*"), ["bulwark:rl:{api|api}"])
+
+        wrong = TestCA(self.tmp, "Wrong CA")
+        config["redis"]["tls"] = {"ca_file": wrong.cert, "sni": "localhost"}
+        bad = self.start_gateway(config, subdir="bad")
+        self.assertTrue(wait_until(
+            lambda: bad.metric_value("bulwark_redis_errors_total", {"kind": "tls"}) > 0,
+            scale(5), what="a TLS error"))
         self.assertEqual(request(bad.port, "GET", "/ok").status, 200)  # the local limiter
         self.assertGreater(bad.metric_value("bulwark_global_rate_limit_fallbacks_total",
                                             {"mode": "local"}), 0)

@@ -1248,7 +1248,7 @@ Config load(Loader& l, const YAML::Node& root) {
             });
   l.section(root, "redis", "",
             {"address", "timeout", "on_failure", "username", "password", "connections",
-             "max_pending", "connect_timeout", "key_prefix", "circuit_breaker"},
+             "max_pending", "connect_timeout", "key_prefix", "circuit_breaker", "tls"},
             [&](const YAML::Node& m, const std::string& q) {
               RedisSpec r;
               if (!m["address"].IsDefined()) l.error(m, q, "missing required key 'address'");
@@ -1267,6 +1267,11 @@ Config load(Loader& l, const YAML::Node& root) {
               l.integer(m, "max_pending", q, r.max_pending, 16, 1'000'000);
               l.duration(m, "connect_timeout", q, r.connect_timeout);
               l.string(m, "key_prefix", q, r.key_prefix);
+              l.section(m, "tls", q,
+                        {"sni", "verify", "ca_file", "client_cert", "client_key", "min_version"},
+                        [&](const YAML::Node& t, const std::string& tq) {
+                          r.tls = load_cluster_tls(l, t, tq);
+                        });
               if (const YAML::Node cb = m["circuit_breaker"]; cb.IsDefined() && !cb.IsNull()) {
                 const std::string bq = Loader::child(q, "circuit_breaker");
                 if (l.expect_map(cb, bq)) r.circuit_breaker = load_breaker(l, cb, bq);

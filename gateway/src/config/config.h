@@ -146,6 +146,8 @@ struct ClusterTls {
   std::string client_cert;
   std::string client_key;
   TlsVersion min_version = TlsVersion::v1_2;
+
+  friend bool operator==(const ClusterTls&, const ClusterTls&) = default;
 };
 
 struct Listener {
@@ -370,6 +372,7 @@ struct RedisSpec {
   uint32_t max_pending = 4096;  // decisions in flight per worker
   Duration connect_timeout = 1s;
   std::string key_prefix = "bulwark:rl:";
+  std::optional<ClusterTls> tls;  // redis.tls: the keys of clusters[].tls
   // Around Redis: open, global limits decide without it (on_failure) and Redis is left alone.
   circuit::BreakerOptions circuit_breaker = default_redis_breaker();
 

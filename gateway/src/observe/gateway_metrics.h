@@ -155,9 +155,11 @@ struct ClusterMetrics {
 };
 
 // Why a conversation with Redis failed (redis/client.h).
-enum class RedisError : uint8_t { connect, auth, timeout, closed, reply, unavailable, overflow };
-inline constexpr std::array<std::string_view, 7> kRedisErrors{
-    "connect", "auth", "timeout", "closed", "reply", "unavailable", "overflow"};
+enum class RedisError : uint8_t {
+  connect, auth, timeout, closed, reply, unavailable, overflow, tls
+};
+inline constexpr std::array<std::string_view, 8> kRedisErrors{
+    "connect", "auth", "timeout", "closed", "reply", "unavailable", "overflow", "tls"};
 
 struct RedisMetrics {
   Histogram* round_trip = nullptr;

@@ -26,14 +26,14 @@ std::string_view digits(std::array<char, 24>& buf, uint64_t value) noexcept {
 }  // namespace
 
 struct Client::Conn {
-  explicit Conn(http::Executor executor) : socket(executor), guard(executor) {}
+  explicit Conn(http::Executor executor) : stream(executor), guard(executor) {}
 
   struct InFlight {
     uint64_t ticket;
     TimePoint sent;
   };
 
-  http::Socket socket;
+  http::Stream stream;  // TCP, or TLS over it (redis.tls); made anew for each connection
   http::DeadlineTimer guard;  // connect, handshake, and a reply overdue by stall_timeout
   ReplyReader reader;
   std::array<char, 16 * 1024> buffer{};
@@ -82,7 +82,7 @@ void Client::drop_connections() noexcept {
   for (auto& conn : conns_) {
     conn->stopped = true;
     error_code ignored;
-    conn->socket.close(ignored);
+    conn->stream.socket().close(ignored);
   }
   conns_.clear();
 }
@@ -107,7 +107,7 @@ http::Task<void> Client::run(std::shared_ptr<Conn> conn) {
     }
     fail_pending(*conn);
     error_code ignored;
-    conn->socket.close(ignored);
+    conn->stream.socket().close(ignored);
     if (conn->stopped) break;
     // Reconnect after a backoff with full jitter.
     const auto wait = Duration(static_cast<Duration::rep>(
@@ -124,20 +124,37 @@ http::Task<void> Client::run(std::shared_ptr<Conn> conn) {
 
 http::Task<bool> Client::connect(Conn& conn) {
   error_code ignored;
-  conn.socket.close(ignored);
+  conn.stream.socket().close(ignored);
   conn.reader.reset();
   conn.out.clear();
   conn.sending.clear();
   conn.writing = false;
   ++conn.epoch;
   const ClientOptions& options = *options_;
-  conn.guard.guard(conn.socket, now() + options.connect_timeout);
-  auto [ec] = co_await conn.socket.async_connect(options.endpoint, http::kTuple);
+  if (options.tls) {
+    conn.stream = http::Stream(http::Socket(executor_), options.tls->context());
+  } else {
+    conn.stream = http::Stream(executor_);
+  }
+  conn.guard.guard(conn.stream.socket(), now() + options.connect_timeout);
+  auto [ec] = co_await conn.stream.socket().async_connect(options.endpoint, http::kTuple);
   if (ec || conn.stopped) {
     if (!conn.stopped) metrics_.error(observe::RedisError::connect);
     co_return false;
   }
-  conn.socket.set_option(net::ip::tcp::no_delay(true), ignored);
+  conn.stream.socket().set_option(net::ip::tcp::no_delay(true), ignored);
+  if (!options.tls) co_return true;
+  // redis.tls: the handshake within the same connect timeout.
+  if (!options.tls->prepare(conn.stream.ssl_handle(), options.host)) {
+    metrics_.error(observe::RedisError::tls);
+    co_return false;
+  }
+  conn.guard.guard(conn.stream.socket(), now() + options.connect_timeout);
+  auto [hec] = co_await conn.stream.async_handshake(http::ssl::stream_base::client, http::kTuple);
+  if (hec || conn.stopped) {
+    if (!conn.stopped) metrics_.error(observe::RedisError::tls);
+    co_return false;
+  }
   co_return true;
 }
 
@@ -151,8 +168,8 @@ http::Task<bool> Client::handshake(Conn& conn) {
     append_command(hello, {"AUTH", options.username, options.password});
   }
   append_command(hello, {"SCRIPT", "LOAD", gcra_script()});
-  conn.guard.guard(conn.socket, now() + options.connect_timeout);
-  auto [wec, written] = co_await net::async_write(conn.socket, net::buffer(hello), http::kTuple);
+  conn.guard.guard(conn.stream.socket(), now() + options.connect_timeout);
+  auto [wec, written] = co_await net::async_write(conn.stream, net::buffer(hello), http::kTuple);
   if (wec || conn.stopped) {
     if (!conn.stopped) metrics_.error(observe::RedisError::connect);
     co_return false;
@@ -181,7 +198,7 @@ http::Task<bool> Client::handshake(Conn& conn) {
       metrics_.error(observe::RedisError::reply);
       co_return false;
     }
-    auto [ec, n] = co_await conn.socket.async_read_some(net::buffer(conn.buffer), http::kTuple);
+    auto [ec, n] = co_await conn.stream.async_read_some(net::buffer(conn.buffer), http::kTuple);
     if (ec || conn.stopped) {
       if (!conn.stopped) metrics_.error(observe::RedisError::connect);
       co_return false;
@@ -194,10 +211,10 @@ http::Task<bool> Client::handshake(Conn& conn) {
 http::Task<void> Client::read_replies(std::shared_ptr<Conn> conn) {
   const Duration stall = options_->stall_timeout;
   for (;;) {
-    conn->guard.guard(conn->socket, conn->in_flight.empty()
+    conn->guard.guard(conn->stream.socket(), conn->in_flight.empty()
                                         ? TimePoint::max()
                                         : conn->in_flight.front().sent + stall);
-    auto [ec, n] = co_await conn->socket.async_read_some(net::buffer(conn->buffer), http::kTuple);
+    auto [ec, n] = co_await conn->stream.async_read_some(net::buffer(conn->buffer), http::kTuple);
     if (conn->stopped) co_return;
     if (ec) {
       metrics_.error(conn->guard.fired() ? observe::RedisError::timeout
@@ -206,7 +223,7 @@ http::Task<void> Client::read_replies(std::shared_ptr<Conn> conn) {
     }
     conn->reader.feed(std::string_view(conn->buffer.data(), n));
     while (const Reply* reply = conn->reader.next()) on_reply(conn, *reply);
-    if (conn->reader.broken() || conn->socket.is_open() == false) {
+    if (conn->reader.broken() || !conn->stream.socket().is_open()) {
       metrics_.error(observe::RedisError::reply);
       co_return;
     }
@@ -217,7 +234,7 @@ void Client::on_reply(const std::shared_ptr<Conn>& conn, const Reply& reply) {
   if (conn->in_flight.empty()) {
     // A reply nobody asked for: the stream cannot be trusted.
     error_code ignored;
-    conn->socket.close(ignored);
+    conn->stream.socket().close(ignored);
     return;
   }
   const Conn::InFlight asked = conn->in_flight.front();
@@ -286,7 +303,7 @@ void Client::send(Conn& conn, Slot& slot, bool as_eval) {
   slot.sent = sent;
   if (conn.in_flight.empty()) {
     // The read waiting for replies learns its deadline: a stalled server is noticed.
-    conn.guard.guard(conn.socket, sent + options_->stall_timeout);
+    conn.guard.guard(conn.stream.socket(), sent + options_->stall_timeout);
   }
   conn.in_flight.push_back({slot.ticket, sent});
 }
@@ -296,7 +313,7 @@ void Client::flush(const std::shared_ptr<Conn>& conn) {
   conn->writing = true;
   conn->sending.swap(conn->out);
   conn->out.clear();
-  net::async_write(conn->socket, net::buffer(conn->sending),
+  net::async_write(conn->stream, net::buffer(conn->sending),
                    [this, conn, epoch = conn->epoch](const error_code& ec, std::size_t) {
                      if (epoch != conn->epoch) return;  // an earlier connection's write
                      conn->writing = false;
@@ -304,7 +321,7 @@ void Client::flush(const std::shared_ptr<Conn>& conn) {
                      if (ec) {
                        // The read loop sees the closed socket and fails what is pending.
                        error_code ignored;
-                       conn->socket.close(ignored);
+                       conn->stream.socket().close(ignored);
                        return;
                      }
                      if (!conn->stopped) flush(conn);

@@ -30,6 +30,7 @@
 #include "bulwark/core/random.h"
 #include "filter/filter.h"
 #include "http/connection_io.h"
+#include "http/stream.h"
 #include "observe/gateway_metrics.h"
 #include "redis/client_options.h"
 #include "redis/resp.h"

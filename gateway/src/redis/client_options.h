@@ -6,9 +6,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "bulwark/core/clock.h"
+#include "http/tls_context.h"
 
 namespace bulwark::gateway::redis {
 
@@ -20,8 +22,21 @@ struct ClientOptions {
   std::size_t max_pending = 4096;
   Duration connect_timeout = std::chrono::seconds(1);
   Duration stall_timeout = std::chrono::seconds(2);
+  // redis.tls: the context (shared, built with the snapshot) and the host the certificate must
+  // be valid for; no TLS when null.
+  std::shared_ptr<http::ClientTls> tls;
+  std::string host;
 
-  friend bool operator==(const ClientOptions&, const ClientOptions&) = default;
+  // Equal when a client need not reconnect: the TLS settings compare by value (each snapshot
+  // builds its own context).
+  friend bool operator==(const ClientOptions& a, const ClientOptions& b) {
+    const bool same_tls = (a.tls == nullptr) == (b.tls == nullptr) &&
+                          (a.tls == nullptr || a.tls->spec() == b.tls->spec());
+    return a.endpoint == b.endpoint && a.username == b.username && a.password == b.password &&
+           a.connections == b.connections && a.max_pending == b.max_pending &&
+           a.connect_timeout == b.connect_timeout && a.stall_timeout == b.stall_timeout &&
+           same_tls && a.host == b.host;
+  }
 };
 
 }  // namespace bulwark::gateway::redis

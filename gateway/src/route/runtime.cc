@@ -146,6 +146,10 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
     options.connect_timeout = config->redis->connect_timeout;
     // A reply this late means a stuck server, not a slow one: the connection is dropped.
     options.stall_timeout = std::max<Duration>(std::chrono::seconds(1), config->redis->timeout * 100);
+    if (config->redis->tls) {
+      options.tls = tls_for(*config->redis->tls, "redis.tls");
+      options.host = config->redis->address.host;
+    }
     snap->redis = options;
   }
   snap->clusters.reserve(config->clusters.size());
