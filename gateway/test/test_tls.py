@@ -73,6 +73,10 @@ class TlsTerminationTest(GatewayTest):
                                          {"result": "ok"}), 2)
         self.assertEqual(gw.metric_value("bulwark_listener_tls_connections_total",
                                          {"version": "TLSv1.3"}), 2)
+        _, stats = gw.admin_json("/stats")
+        self.assertEqual(stats["listeners"][0]["tls"]["handshakes"]["ok"], 2)
+        self.assertEqual(stats["listeners"][0]["tls"]["TLSv1.3"], 2)
+        self.assertIn("<h2>TLS</h2>", gw.admin("/").body.decode())
 
     def test_alpn_selects_http11_and_tls12_can_be_the_minimum(self):
         gw = self.gateway(min_version="1.2")

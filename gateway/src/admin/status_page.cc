@@ -179,6 +179,64 @@ void render_listeners(std::string& out, const json& stats) {
   out += "</table>";
 }
 
+// Summary of a {"name": count} object: the non-zero entries, "none" when there are none;
+// `failed` gets the total of the entries other than `good`.
+std::string counts_summary(const json* counts, std::string_view good, double& failed) {
+  std::string summary;
+  failed = 0;
+  if (counts == nullptr || !counts->is_object()) return "-";
+  for (const auto& [name, count] : counts->items()) {
+    if (!count.is_number() || count.get<double>() == 0) continue;
+    if (name != good) failed += count.get<double>();
+    summary += (summary.empty() ? "" : ", ") + escaped(name) + " " + text(&count);
+  }
+  return summary.empty() ? std::string("none") : summary;
+}
+
+// Listeners with TLS: handshakes by result, connections by version.
+void render_tls(std::string& out, const json& stats) {
+  const json* listeners = array_field(&stats, "listeners");
+  if (listeners == nullptr) return;
+  std::string rows;
+  for (const json& l : *listeners) {
+    const json* tls = field(l, "tls");
+    if (tls == nullptr || !tls->is_object()) continue;
+    double failed = 0;
+    const std::string handshakes = counts_summary(field(tls, "handshakes"), "ok", failed);
+    rows += "<tr>";
+    cell(rows, text(field(l, "name")));
+    cell(rows, handshakes, failed > 0 ? "warn" : nullptr);
+    cell(rows, text(field(tls, "TLSv1.2")));
+    cell(rows, text(field(tls, "TLSv1.3")));
+    rows += "</tr>";
+  }
+  if (rows.empty()) return;
+  out +=
+      "<h2>TLS</h2><table><tr><th>listener</th><th>handshakes</th><th>TLS 1.2</th>"
+      "<th>TLS 1.3</th></tr>" +
+      rows + "</table>";
+}
+
+// Routes with authentication: results by reason.
+void render_auth(std::string& out, const json& stats) {
+  const json* routes = array_field(&stats, "routes");
+  if (routes == nullptr) return;
+  std::string rows;
+  for (const json& r : *routes) {
+    const json* auth = field(r, "auth");
+    if (auth == nullptr || !auth->is_object()) continue;
+    double refused = 0;
+    const std::string results = counts_summary(auth, "ok", refused);
+    rows += "<tr>";
+    cell(rows, text(field(r, "name")));
+    cell(rows, results, refused > 0 ? "warn" : nullptr);
+    rows += "</tr>";
+  }
+  if (rows.empty()) return;
+  out += "<h2>Authentication</h2><table><tr><th>route</th><th>results</th></tr>" + rows +
+         "</table>";
+}
+
 void render_routes(std::string& out, const json& stats) {
   static constexpr const char* kClasses[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   out += "<h2>Routes</h2>";
@@ -343,7 +401,9 @@ std::string render_status_page(const nlohmann::json& stats, const nlohmann::json
   out += "</h1>";
   render_summary(out, stats);
   render_listeners(out, stats);
+  render_tls(out, stats);
   render_routes(out, stats);
+  render_auth(out, stats);
   render_clusters(out, clusters);
   render_redis(out, stats);
   render_alerts(out, stats);

@@ -121,6 +121,25 @@ TEST(StatusPage, TheRedisOfGlobalLimitsIsShownWhenConfigured) {
       << page;
 }
 
+TEST(StatusPage, TlsHandshakesAndAuthenticationResultsAreShownWhereConfigured) {
+  json stats = sample_stats();
+  EXPECT_EQ(render_status_page(stats, sample_clusters()).find("<h2>TLS</h2>"), std::string::npos);
+  stats["listeners"][0]["tls"] = {{"handshakes", {{"ok", 40}, {"timeout", 2}, {"other", 0}}},
+                                  {"TLSv1.2", 5},
+                                  {"TLSv1.3", 35}};
+  stats["routes"][0]["auth"] = {{"ok", 7}, {"jwt_expired", 1}, {"jwt_missing", 0}};
+  const std::string page = render_status_page(stats, sample_clusters());
+  expect_well_formed(page);
+  EXPECT_NE(page.find("<td>public</td><td class=\"warn\">ok 40, timeout 2</td><td>5</td>"
+                      "<td>35</td>"),
+            std::string::npos)
+      << page;
+  EXPECT_NE(page.find("<h2>Authentication</h2>"), std::string::npos);
+  EXPECT_NE(page.find("<td>api</td><td class=\"warn\">jwt_expired 1, ok 7</td>"),
+            std::string::npos)
+      << page;
+}
+
 TEST(StatusPage, DrainingIsShown) {
   json stats = sample_stats();
   stats["draining"] = true;

@@ -1,5 +1,6 @@
 #include "proxy/gateway.h"
 
+#include "filters/jwt/verify.h"
 #include "http/tls_context.h"
 
 #include <unistd.h>
@@ -359,6 +360,32 @@ void Gateway::Impl::rebuild_for_dns(const std::vector<std::string>& names) {
 
 admin::ReloadOutcome Gateway::reload() { return impl_->reload(); }
 
+namespace {
+
+// A TLS listener's handshakes by result and connections by version.
+json listener_tls_stats(observe::ListenerMetrics& m) {
+  json handshakes = json::object();
+  for (std::size_t i = 0; i < observe::kTlsHandshakeResults.size(); ++i) {
+    handshakes[std::string(observe::kTlsHandshakeResults[i])] =
+        m.tls_handshakes[i] ? m.tls_handshakes[i]->value() : 0.0;
+  }
+  return {{"handshakes", handshakes},
+          {"TLSv1.2", m.tls12 ? m.tls12->value() : 0.0},
+          {"TLSv1.3", m.tls13 ? m.tls13->value() : 0.0}};
+}
+
+// A route's authentication results by reason (ok, jwt_missing, ...).
+json auth_stats(observe::RouteMetrics& m) {
+  json out = json::object();
+  for (std::size_t i = 0; i < filters::jwt::kResultCount; ++i) {
+    const std::string_view name = filters::jwt::result_name(static_cast<filters::jwt::Result>(i));
+    out[std::string(name)] = m.auth_result(name).value();
+  }
+  return out;
+}
+
+}  // namespace
+
 json Gateway::Impl::stats() {
   const auto snap = snapshot();
   json doc;
@@ -379,6 +406,7 @@ json Gateway::Impl::stats() {
          {"requests_active", shared.listeners[i]->requests.load()},
          {"connections_total",
           l.metrics->connections_total ? l.metrics->connections_total->value() : 0.0}});
+    if (l.tls) listeners.back()["tls"] = listener_tls_stats(*l.metrics);
   }
   doc["listeners"] = listeners;
   json routes = json::array();
@@ -388,6 +416,7 @@ json Gateway::Impl::stats() {
       by_class[std::to_string(i + 1) + "xx"] = class_total(r.metrics->requests, i);
     }
     json route{{"name", r.config->name}, {"cluster", r.config->cluster}, {"requests", by_class}};
+    if (r.config->auth.jwt) route["auth"] = auth_stats(*r.metrics);
     if (r.metrics->duration != nullptr) {
       const auto h = r.metrics->duration->snapshot();
       if (h.count() > 0) {
