@@ -226,7 +226,10 @@ class UpstreamTlsTest(GatewayTest):
         return self.start_gateway(config, subdir=subdir)
 
     def test_the_right_ca_gets_answers_over_one_kept_alive_tls_connection(self):
-        gw = self.gateway()
+        # The endpoint by hostname: SNI and verification default to it.
+        config = make_config(["localhost:%d" % self.nginx.port])
+        config["clusters"][0]["tls"] = {"ca_file": self.ca.cert}
+        gw = self.start_gateway(config)
         with Client(gw.port) as c:
             bodies = [c.request("GET", "/tls").body.decode() for _ in range(5)]
         for b in bodies:
