@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "filter/reasons.h"
+#include "http/head_writer.h"
 
 namespace bulwark::gateway::filters {
 namespace {
@@ -13,13 +14,7 @@ static_assert(config::kMaxForwardClaims + 1 <= filter::UpstreamEdits::kMaxAdded)
 
 char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
+using http::iequals;
 
 bool is_blank(char c) noexcept { return c == ' ' || c == '\t'; }
 
