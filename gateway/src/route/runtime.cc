@@ -104,110 +104,136 @@ std::atomic<uint64_t> next_serial{1};
 
 }  // namespace
 
+namespace {
+
+ListenerRuntime build_listener(const config::Config& config, const config::Listener& boot,
+                               std::size_t index, Shared& shared, const Snapshot* previous) {
+  const config::Listener* chosen = &boot;
+  for (const auto& l : config.listeners) {
+    if (l.name == boot.name) chosen = &l;
+  }
+  ListenerRuntime lr;
+  lr.config = chosen;
+  lr.metrics = &shared.metrics.listener(boot.name);
+  lr.filters = std::make_unique<filter::FilterChain>();
+  lr.filters->add(
+      filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests, *lr.metrics));
+  add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, config.redis, shared.policies,
+                                                      shared.metrics));
+  if (previous != nullptr) {
+    lr.tls = previous->listeners[index].tls;
+  } else if (chosen->tls) {
+    lr.tls = tls_for(*chosen->tls, "listeners[" + boot.name + "].tls");
+  }
+  return lr;
+}
+
+// What the workers' Redis clients connect with.
+redis::ClientOptions redis_options(const config::RedisSpec& spec) {
+  redis::ClientOptions options;
+  options.endpoint = resolve(spec.address);
+  options.username = spec.username;
+  options.password = spec.password;
+  options.connections = spec.connections;
+  options.max_pending = spec.max_pending;
+  options.connect_timeout = spec.connect_timeout;
+  // A reply this late means a stuck server, not a slow one: the connection is dropped.
+  options.stall_timeout = std::max<Duration>(std::chrono::seconds(1), spec.timeout * 100);
+  if (spec.tls) {
+    options.tls = tls_for(*spec.tls, "redis.tls");
+    options.host = spec.address.host;
+  }
+  return options;
+}
+
+ClusterRuntime build_cluster(const config::Cluster& c, std::size_t index, Snapshot& snap,
+                             Shared& shared, const ResolvedNames& names,
+                             const Snapshot* previous) {
+  ClusterRuntime cr;
+  cr.index = index;
+  cr.config = &c;
+  cr.metrics = &shared.metrics.cluster(c.name);
+  std::vector<std::pair<const config::Address*, Resolved>> resolved;
+  for (const auto& e : c.endpoints) {
+    for (auto& r : addresses_of(e, names)) resolved.emplace_back(&e, std::move(r));
+  }
+  std::vector<std::string> labels;
+  labels.reserve(resolved.size());
+  for (const auto& r : resolved) labels.push_back(r.second.label);
+  cr.state = shared.policies.cluster(c, labels);
+  cr.bulkhead = cr.state->bulkhead;
+  if (previous != nullptr) {
+    cr.tls = previous->clusters[index].tls;
+  } else if (c.tls) {
+    cr.tls = tls_for(*c.tls, "clusters[" + c.name + "].tls");
+  }
+  for (auto& [e, r] : resolved) {
+    // TLS and plain connections to one address never share a pool.
+    std::string pool_key = c.name + '\n' + r.label + (c.tls ? "\ntls" : "");
+    EndpointRuntime runtime{snap.endpoint_count++,
+                            e->text(),
+                            e->host,
+                            std::move(pool_key),
+                            r.endpoint,
+                            &shared.metrics.endpoint(c.name, r.label),
+                            cr.state->endpoints.at(r.label)};
+    runtime.label = std::move(r.label);
+    cr.endpoints.push_back(std::move(runtime));
+  }
+  return cr;
+}
+
+RouteRuntime build_route(const config::Config& config, const config::Route& r,
+                         const Snapshot& snap, Shared& shared) {
+  RouteRuntime rr;
+  rr.config = &r;
+  rr.metrics = &shared.metrics.route(r.name);
+  for (const auto& c : snap.clusters) {
+    if (c.config->name == r.cluster) rr.cluster = &c;
+  }
+  for (const std::string& name : r.fallback) {
+    for (const auto& c : snap.clusters) {
+      if (c.config->name == name) rr.fallbacks.push_back(&c);
+    }
+  }
+  rr.filters = route_chain(config, r, rr, *rr.metrics, shared);
+  if (r.hedge && rr.cluster != nullptr) {
+    const config::RetryBudgetSpec budget = r.retry ? r.retry->budget : config::RetryBudgetSpec{};
+    rr.hedge = filters::bind_hedge(r, shared.policies.budget(rr.cluster->config->name, budget),
+                                   shared.policies.clock(), *rr.metrics);
+  }
+  return rr;
+}
+
+}  // namespace
+
 std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const config::Config>& config,
                                                const config::Config& startup, uint64_t generation,
                                                Shared& shared, const ResolvedNames& names,
                                                const Snapshot* previous) {
+  // A rebuild of the same config (an endpoint name's addresses changed) keeps what was read
+  // from files and resolved: TLS contexts, the Redis options.
   if (previous != nullptr && previous->config != config) previous = nullptr;
-  observe::GatewayMetrics& metrics = shared.metrics;
   auto snap = std::make_shared<Snapshot>(config, Router(config->routes));
   snap->generation = generation;
   snap->serial = next_serial.fetch_add(1);
   for (const auto& boot : startup.listeners) {
-    const config::Listener* chosen = &boot;
-    for (const auto& l : config->listeners) {
-      if (l.name == boot.name) chosen = &l;
-    }
-    const std::size_t index = snap->listeners.size();
-    ListenerRuntime lr;
-    lr.config = chosen;
-    lr.metrics = &metrics.listener(boot.name);
-    lr.filters = std::make_unique<filter::FilterChain>();
-    lr.filters->add(
-        filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests, *lr.metrics));
-    add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, config->redis, shared.policies,
-                                                        shared.metrics));
-    if (previous != nullptr) {
-      lr.tls = previous->listeners[index].tls;
-    } else if (chosen->tls) {
-      lr.tls = tls_for(*chosen->tls, "listeners[" + boot.name + "].tls");
-    }
-    snap->listeners.push_back(std::move(lr));
+    snap->listeners.push_back(
+        build_listener(*config, boot, snap->listeners.size(), shared, previous));
   }
   if (previous != nullptr) {
     snap->redis = previous->redis;
   } else if (config->redis) {
-    redis::ClientOptions options;
-    options.endpoint = resolve(config->redis->address);
-    options.username = config->redis->username;
-    options.password = config->redis->password;
-    options.connections = config->redis->connections;
-    options.max_pending = config->redis->max_pending;
-    options.connect_timeout = config->redis->connect_timeout;
-    // A reply this late means a stuck server, not a slow one: the connection is dropped.
-    options.stall_timeout = std::max<Duration>(std::chrono::seconds(1), config->redis->timeout * 100);
-    if (config->redis->tls) {
-      options.tls = tls_for(*config->redis->tls, "redis.tls");
-      options.host = config->redis->address.host;
-    }
-    snap->redis = options;
+    snap->redis = redis_options(*config->redis);
   }
   snap->clusters.reserve(config->clusters.size());
   for (const auto& c : config->clusters) {
-    ClusterRuntime cr;
-    cr.index = snap->clusters.size();
-    cr.config = &c;
-    cr.metrics = &metrics.cluster(c.name);
-    std::vector<std::pair<const config::Address*, Resolved>> resolved;
-    for (const auto& e : c.endpoints) {
-      for (auto& r : addresses_of(e, names)) resolved.emplace_back(&e, std::move(r));
-    }
-    std::vector<std::string> labels;
-    labels.reserve(resolved.size());
-    for (const auto& r : resolved) labels.push_back(r.second.label);
-    cr.state = shared.policies.cluster(c, labels);
-    cr.bulkhead = cr.state->bulkhead;
-    if (previous != nullptr) {
-      cr.tls = previous->clusters[cr.index].tls;
-    } else if (c.tls) {
-      cr.tls = tls_for(*c.tls, "clusters[" + c.name + "].tls");
-    }
-    for (auto& [e, r] : resolved) {
-      // TLS and plain connections to one address never share a pool.
-      std::string pool_key = c.name + '\n' + r.label + (c.tls ? "\ntls" : "");
-      EndpointRuntime runtime{snap->endpoint_count++,
-                              e->text(),
-                              e->host,
-                              std::move(pool_key),
-                              r.endpoint,
-                              &metrics.endpoint(c.name, r.label),
-                              cr.state->endpoints.at(r.label)};
-      runtime.label = std::move(r.label);
-      cr.endpoints.push_back(std::move(runtime));
-    }
-    snap->clusters.push_back(std::move(cr));
+    snap->clusters.push_back(
+        build_cluster(c, snap->clusters.size(), *snap, shared, names, previous));
   }
+  // Routes point at clusters: the vector is complete and never grows again.
   snap->routes.reserve(config->routes.size());
-  for (const auto& r : config->routes) {
-    RouteRuntime rr;
-    rr.config = &r;
-    rr.metrics = &metrics.route(r.name);
-    for (const auto& c : snap->clusters) {
-      if (c.config->name == r.cluster) rr.cluster = &c;
-    }
-    for (const std::string& name : r.fallback) {
-      for (const auto& c : snap->clusters) {
-        if (c.config->name == name) rr.fallbacks.push_back(&c);
-      }
-    }
-    rr.filters = route_chain(*config, r, rr, *rr.metrics, shared);
-    if (r.hedge && rr.cluster != nullptr) {
-      const config::RetryBudgetSpec budget = r.retry ? r.retry->budget : config::RetryBudgetSpec{};
-      rr.hedge = filters::bind_hedge(r, shared.policies.budget(rr.cluster->config->name, budget),
-                                     shared.policies.clock(), *rr.metrics);
-    }
-    snap->routes.push_back(std::move(rr));
-  }
+  for (const auto& r : config->routes) snap->routes.push_back(build_route(*config, r, *snap, shared));
   return snap;
 }
 
