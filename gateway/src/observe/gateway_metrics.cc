@@ -39,6 +39,15 @@ Counter& RouteMetrics::auth_result(std::string_view result) {
 }
 
 GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_(registry) {
+  register_listener_series();
+  register_route_and_cluster_series();
+  register_endpoint_series();
+  register_tls_series();
+  register_global_limit_series();
+  register_process_series();
+}
+
+void GatewayMetrics::register_listener_series() {
   auto& r = registry_;
   listener_connections_active_ = &r.gauge("bulwark_listener_connections_active",
                                           "Client connections open on the listener.", {"listener"});
@@ -51,6 +60,10 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
                  "Responses the gateway made itself (refusals and upstream failures), by status "
                  "code and x-bulwark-reason.",
                  {"listener", "code", "reason"});
+}
+
+void GatewayMetrics::register_route_and_cluster_series() {
+  auto& r = registry_;
   route_requests_ =
       &r.counter("bulwark_route_requests_total",
                  "Requests routed, by status class of the response sent.", {"route", "class"});
@@ -96,6 +109,10 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
       "bulwark_auth_results_total",
       "Authentication decisions on routes with auth, by result (ok or the refusal's reason).",
       {"route", "result"});
+}
+
+void GatewayMetrics::register_endpoint_series() {
+  auto& r = registry_;
   endpoint_requests_ = &r.counter("bulwark_endpoint_requests_total",
                                   "Requests sent to the endpoint, by status class of the response.",
                                   {"cluster", "endpoint", "class"});
@@ -114,20 +131,26 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
       &r.gauge("bulwark_endpoint_pool_connections",
                "Pooled upstream connections to the endpoint, by state (idle or busy).",
                {"cluster", "endpoint", "state"});
+}
 
+void GatewayMetrics::register_tls_series() {
+  auto& r = registry_;
   listener_tls_handshakes_ =
       &r.counter("bulwark_listener_tls_handshakes_total",
                  "Client TLS handshakes on the listener, by result.", {"listener", "result"});
-  listener_tls_connections_ =
-      &r.counter("bulwark_listener_tls_connections_total",
-                 "Client TLS connections established, by protocol version.",
-                 {"listener", "version"});
+  listener_tls_connections_ = &r.counter("bulwark_listener_tls_connections_total",
+                                         "Client TLS connections established, by protocol version.",
+                                         {"listener", "version"});
   cluster_tls_handshakes_ =
       &r.counter("bulwark_cluster_tls_handshakes_total",
                  "TLS handshakes with the cluster's endpoints, by result.", {"cluster", "result"});
-  global_decisions_ = &r.counter("bulwark_global_rate_limit_decisions_total",
-                                 "Global rate limit decisions made by Redis, by result.",
-                                 {"limit", "result"});
+}
+
+void GatewayMetrics::register_global_limit_series() {
+  auto& r = registry_;
+  global_decisions_ =
+      &r.counter("bulwark_global_rate_limit_decisions_total",
+                 "Global rate limit decisions made by Redis, by result.", {"limit", "result"});
   global_fallbacks_ =
       &r.counter("bulwark_global_rate_limit_fallbacks_total",
                  "Global rate limit decisions made without Redis (redis.on_failure), by mode.",
@@ -135,8 +158,8 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
   redis_.round_trip = &r.histogram("bulwark_redis_round_trip_seconds",
                                    "Time from sending a global decision to Redis to its reply.")
                            .with();
-  auto& redis_errors =
-      r.counter("bulwark_redis_errors_total", "Failed conversations with Redis, by kind.", {"kind"});
+  auto& redis_errors = r.counter("bulwark_redis_errors_total",
+                                 "Failed conversations with Redis, by kind.", {"kind"});
   for (std::size_t i = 0; i < kRedisErrors.size(); ++i) {
     redis_.errors[i] = &redis_errors.with({kRedisErrors[i]});
   }
@@ -145,6 +168,10 @@ GatewayMetrics::GatewayMetrics(bulwark::observe::Registry& registry) : registry_
   redis_.script_loads = &r.counter("bulwark_redis_script_loads_total",
                                    "GCRA script loads (SCRIPT LOAD, and EVAL after NOSCRIPT).")
                              .with();
+}
+
+void GatewayMetrics::register_process_series() {
+  auto& r = registry_;
   auto& reloads = r.counter("bulwark_config_reloads_total",
                             "Configuration reload attempts, by result.", {"result"});
   reloads_success_ = &reloads.with({"success"});

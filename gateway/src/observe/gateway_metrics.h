@@ -225,6 +225,14 @@ class GatewayMetrics {
   template <class M>
   using FamilyPtr = bulwark::observe::Family<M>*;
 
+  // The constructor's parts: each registers one group of series.
+  void register_listener_series();
+  void register_route_and_cluster_series();
+  void register_endpoint_series();
+  void register_tls_series();
+  void register_global_limit_series();
+  void register_process_series();
+
   bulwark::observe::Registry& registry_;
 
   FamilyPtr<Gauge> listener_connections_active_;

@@ -118,8 +118,8 @@ ListenerRuntime build_listener(const config::Config& config, const config::Liste
   lr.filters = std::make_unique<filter::FilterChain>();
   lr.filters->add(
       filters::bind_concurrency_limit(*chosen, shared.listeners[index]->requests, *lr.metrics));
-  add_if(*lr.filters, filters::bind_client_rate_limit(*chosen, config.redis, shared.policies,
-                                                      shared.metrics));
+  add_if(*lr.filters,
+         filters::bind_client_rate_limit(*chosen, config.redis, shared.policies, shared.metrics));
   if (previous != nullptr) {
     lr.tls = previous->listeners[index].tls;
   } else if (chosen->tls) {
@@ -147,8 +147,7 @@ redis::ClientOptions redis_options(const config::RedisSpec& spec) {
 }
 
 ClusterRuntime build_cluster(const config::Cluster& c, std::size_t index, Snapshot& snap,
-                             Shared& shared, const ResolvedNames& names,
-                             const Snapshot* previous) {
+                             Shared& shared, const ResolvedNames& names, const Snapshot* previous) {
   ClusterRuntime cr;
   cr.index = index;
   cr.config = &c;
@@ -183,8 +182,8 @@ ClusterRuntime build_cluster(const config::Cluster& c, std::size_t index, Snapsh
   return cr;
 }
 
-RouteRuntime build_route(const config::Config& config, const config::Route& r,
-                         const Snapshot& snap, Shared& shared) {
+RouteRuntime build_route(const config::Config& config, const config::Route& r, const Snapshot& snap,
+                         Shared& shared) {
   RouteRuntime rr;
   rr.config = &r;
   rr.metrics = &shared.metrics.route(r.name);
@@ -233,7 +232,8 @@ std::shared_ptr<const Snapshot> build_snapshot(const std::shared_ptr<const confi
   }
   // Routes point at clusters: the vector is complete and never grows again.
   snap->routes.reserve(config->routes.size());
-  for (const auto& r : config->routes) snap->routes.push_back(build_route(*config, r, *snap, shared));
+  for (const auto& r : config->routes)
+    snap->routes.push_back(build_route(*config, r, *snap, shared));
   return snap;
 }
 
