@@ -3,8 +3,9 @@
 // (Pipeline::execute) and in a coroutine (bulwark::asio::run).
 //
 // Besides time, every benchmark reports `allocs_per_call`: heap allocations (any form of
-// operator new) made on the benchmark's thread per call, counted by the replacement of the
-// global operator new below. The wrapped call itself allocates nothing (it returns an int, or
+// operator new) made on the benchmark's thread per call, counted by bulwark_alloc_counter
+// (bulwark/testing/alloc_counter.h), the replacement of the global operator new linked into
+// this binary. The wrapped call itself allocates nothing (it returns an int, or
 // an awaitable whose frame Asio recycles), so the counter is the adapter's own cost. The Asio
 // benchmarks run every call from one long-lived coroutine, so the caller's own coroutine frame
 // is not counted either; they measure the steady state (the first run warms Asio's
@@ -13,12 +14,10 @@
 // Time is real (SystemClock): the adapters read the clock the way production calls do.
 #include <benchmark/benchmark.h>
 
-#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 
 #include "bulwark/pipeline/pipeline.h"
+#include "bulwark/testing/alloc_counter.h"
 
 #if defined(BULWARK_BENCH_ASIO)
 #include <boost/asio/co_spawn.hpp>
@@ -27,54 +26,6 @@
 
 #include "bulwark/asio/pipeline.h"
 #endif
-
-// --- allocation counting ----------------------------------------------------------------------
-
-namespace {
-// Constant-initialised (no guard), so it is safe to touch from the first operator new on.
-thread_local uint64_t t_allocations = 0;
-
-void* counted_alloc(std::size_t size, std::size_t align) {
-  ++t_allocations;
-  if (size == 0) size = 1;
-  void* p = align <= alignof(std::max_align_t)
-                ? std::malloc(size)
-                : std::aligned_alloc(align, (size + align - 1) / align * align);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-void* operator new(std::size_t size) { return counted_alloc(size, alignof(std::max_align_t)); }
-void* operator new[](std::size_t size) { return counted_alloc(size, alignof(std::max_align_t)); }
-void* operator new(std::size_t size, std::align_val_t a) {
-  return counted_alloc(size, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t size, std::align_val_t a) {
-  return counted_alloc(size, static_cast<std::size_t>(a));
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return counted_alloc(size, alignof(std::max_align_t));
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return counted_alloc(size, alignof(std::max_align_t));
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -120,9 +71,9 @@ void BM_Pipeline_Sync(benchmark::State& state, Shape shape) {
   int value = 0;
   uint64_t allocations = 0;
   for (auto _ : state) {
-    const uint64_t before = t_allocations;
+    const uint64_t before = bulwark::testing::thread_allocations();
     bulwark::Result<int> r = policies.pipeline.execute([&] { return ++value; });
-    allocations += t_allocations - before;
+    allocations += bulwark::testing::thread_allocations() - before;
     benchmark::DoNotOptimize(r);
   }
   report_allocations(state, allocations);
@@ -140,7 +91,7 @@ void BM_Pipeline_Sync_HandWrittenBaseline(benchmark::State& state) {
   int value = 0;
   uint64_t allocations = 0;
   for (auto _ : state) {
-    const uint64_t before = t_allocations;
+    const uint64_t before = bulwark::testing::thread_allocations();
     const bulwark::Deadline total = bulwark::Deadline::after(clock.now(), 2s);
     bulwark::Result<int> r = bulwark::make_error_code(bulwark::errc::call_failed);
     for (int attempt = 1; attempt <= 3; ++attempt) {
@@ -153,7 +104,7 @@ void BM_Pipeline_Sync_HandWrittenBaseline(benchmark::State& state) {
                      ok ? bulwark::Outcome::success : bulwark::Outcome::retryable_failure, now);
       if (ok) break;
     }
-    allocations += t_allocations - before;
+    allocations += bulwark::testing::thread_allocations() - before;
     benchmark::DoNotOptimize(r);
   }
   report_allocations(state, allocations);
@@ -178,10 +129,10 @@ void BM_Pipeline_Asio(benchmark::State& state, Shape shape) {
           (void)co_await bulwark::asio::run(policies.pipeline, [&] { return answer(++value); });
         }
         for (auto _ : state) {
-          const uint64_t before = t_allocations;
+          const uint64_t before = bulwark::testing::thread_allocations();
           bulwark::Result<int> r =
               co_await bulwark::asio::run(policies.pipeline, [&] { return answer(++value); });
-          allocations += t_allocations - before;
+          allocations += bulwark::testing::thread_allocations() - before;
           benchmark::DoNotOptimize(r);
         }
       },

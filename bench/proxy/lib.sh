@@ -359,17 +359,47 @@ bp_realistic_headers=(
   'Cache-Control: no-cache'
 )
 
+# "jwt" is the realistic request with a valid HS256 token (signed with bp_jwt_secret, the
+# secret of configs/bulwark-jwt.yaml.in; iss, aud and sub set, exp an hour ahead) in place of
+# the bogus one: against a gateway without auth it is an ordinary request of the same size.
+bp_jwt_secret='bench-hs256-secret-of-thirty-two-bytes-or-more'
+bp_jwt_token=''
+
+# jwt_token: mints bp_jwt_token once per run.
+jwt_token() {
+  [ -n "$bp_jwt_token" ] && return 0
+  bp_jwt_token=$("$python" - "$bp_jwt_secret" <<'EOF'
+import base64, hashlib, hmac, json, sys, time
+def b64(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+claims = {"iss": "https://idp.bench", "aud": "bench", "sub": "42", "scope": "read",
+          "exp": int(time.time()) + 3600}
+body = b64(json.dumps(claims, separators=(",", ":")).encode())
+signing_input = f"{head}.{body}".encode()
+mac = hmac.new(sys.argv[1].encode(), signing_input, hashlib.sha256).digest()
+print(f"{head}.{body}.{b64(mac)}")
+EOF
+)
+}
+
 # shape_args SHAPE BASE_URL: sets shape_url and shape_hdrs (an array of wrk/curl -H arguments).
 shape_args() {
   local shape=$1 base=$2 h
   shape_hdrs=()
   case $shape in
     minimal) shape_url=$base/ ;;
-    realistic)
+    realistic | jwt)
+      [ "$shape" = jwt ] && jwt_token
       shape_url=$base$bp_realistic_path
-      for h in "${bp_realistic_headers[@]}"; do shape_hdrs+=(-H "$h"); done
+      for h in "${bp_realistic_headers[@]}"; do
+        if [ "$shape" = jwt ] && [[ $h == Authorization:* ]]; then
+          h="Authorization: Bearer $bp_jwt_token"
+        fi
+        shape_hdrs+=(-H "$h")
+      done
       ;;
-    *) die "unknown request shape $shape (minimal, realistic)" ;;
+    *) die "unknown request shape $shape (minimal, realistic, jwt)" ;;
   esac
 }
 

@@ -29,7 +29,7 @@
 #   PROFILE_TARGETS             proxies (default "bulwark haproxy nginx")
 #   PROFILE_BULWARK_CONFIG      the gateway's config template (default configs/bulwark.yaml.in)
 #   PROFILE_TOOLS               measurements (default "heaptrack callgrind strace")
-#   PROFILE_SHAPES              request shapes (default "minimal realistic")
+#   PROFILE_SHAPES              request shapes (default "minimal realistic"; also jwt, lib.sh)
 #   PROFILE_CONNECTIONS         wrk -c of every load (default 8; wrk -t1)
 #   PROFILE_WARMUP              wrk -d of the warm-up before each heaptrack and strace load (2s)
 #   PROFILE_HEAP_SHORT          wrk -d of the short heaptrack load (default 2s)

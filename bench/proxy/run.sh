@@ -23,7 +23,8 @@
 #   BENCH_WARMUP         wrk -d of an unrecorded warm-up run before each (default 2s; 0 = none)
 #   BENCH_CONNECTIONS    wrk -c, a list: one scenario per value (default "32 256")
 #   BENCH_SHAPES         request shapes, a list (default "minimal realistic"): minimal is wrk's
-#                        GET /; realistic is a path with a query and 10 header fields (lib.sh)
+#                        GET /; realistic is a path with a query and 10 header fields (lib.sh);
+#                        jwt is realistic with a valid HS256 token (configs/bulwark-jwt.yaml.in)
 #   BENCH_THREADS        wrk -t (default 1)
 #   BENCH_ROUNDS         measured runs per target, interleaved; the median is reported (default 3)
 #   BENCH_RESULTS        results directory (default: build/bench-proxy/<UTC timestamp>)

@@ -1,5 +1,6 @@
-// Heap allocations per call through the pipeline adapters, counted by a replacement of the
-// global operator new (this file is built into its own binary, bulwark_alloc_test).
+// Heap allocations per call through the pipeline adapters, counted by bulwark_alloc_counter
+// (the replacement of the global operator new; this file is built into its own binary,
+// bulwark_alloc_test).
 //
 // The bounds pinned here (docs/BENCHMARKS.md has the measurements):
 //   - Pipeline::execute through built-in stages: 0 allocations per call;
@@ -10,13 +11,11 @@
 // counts are not asserted.
 #include <gtest/gtest.h>
 
-#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 
 #include "bulwark/limit/token_bucket.h"
 #include "bulwark/pipeline/pipeline.h"
+#include "bulwark/testing/alloc_counter.h"
 #include "bulwark/testing/manual_clock.h"
 
 #if defined(BULWARK_TEST_ASIO)
@@ -36,51 +35,6 @@
 #endif
 #endif
 
-namespace {
-// Allocations made by this thread; constant-initialised, so usable from the first new on.
-thread_local uint64_t t_allocations = 0;
-
-void* counted(std::size_t size, std::size_t align) {
-  ++t_allocations;
-  if (size == 0) size = 1;
-  void* p = align <= alignof(std::max_align_t)
-                ? std::malloc(size)
-                : std::aligned_alloc(align, (size + align - 1) / align * align);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-
-void* operator new(std::size_t n) { return counted(n, alignof(std::max_align_t)); }
-void* operator new[](std::size_t n) { return counted(n, alignof(std::max_align_t)); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  return counted(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  return counted(n, static_cast<std::size_t>(a));
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n, alignof(std::max_align_t));
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n, alignof(std::max_align_t));
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace bulwark {
 namespace {
@@ -118,9 +72,9 @@ constexpr bool kExactCounts = true;
 template <class F>
 double allocations_per_call(F&& one_call) {
   one_call();
-  const uint64_t before = t_allocations;
+  const uint64_t before = testing::thread_allocations();
   for (int i = 0; i < kCalls; ++i) one_call();
-  return static_cast<double>(t_allocations - before) / kCalls;
+  return static_cast<double>(testing::thread_allocations() - before) / kCalls;
 }
 
 retry::RetryOptions retry_options() {
@@ -133,9 +87,11 @@ retry::RetryOptions retry_options() {
 }
 
 TEST(PipelineAllocations, CountingWorks) {
-  const uint64_t before = t_allocations;
-  delete new int(1);
-  EXPECT_ALLOCS_EQ(t_allocations - before, 1u);
+  const uint64_t before = testing::thread_allocations();
+  // Kept in a volatile pointer: a new/delete pair the compiler can see whole may be elided.
+  int* volatile kept = new int(1);
+  delete kept;
+  EXPECT_ALLOCS_EQ(testing::thread_allocations() - before, 1u);
 }
 
 TEST(PipelineAllocations, SyncTimeoutRetryBreakerAllocatesNothing) {
@@ -307,12 +263,12 @@ double asio_allocations_per_call(const Pipeline& p) {
       [&]() -> net::awaitable<void> {
         int v = 0;
         for (int i = 0; i < 64; ++i) (void)co_await asio::run(p, [&] { return answer(++v); });
-        const uint64_t before = t_allocations;
+        const uint64_t before = testing::thread_allocations();
         for (int i = 0; i < kCalls; ++i) {
           Result<int> r = co_await asio::run(p, [&] { return answer(++v); });
           ok = ok && r.has_value();
         }
-        counted = t_allocations - before;
+        counted = testing::thread_allocations() - before;
       },
       net::detached);
   io.run();
@@ -341,13 +297,13 @@ TEST(PipelineAllocations, AsioRetriedCallsAllocateAtMostOnce) {
           co_return v;
         };
         for (int i = 0; i < 16; ++i) (void)co_await asio::run(p, call);
-        const uint64_t before = t_allocations;
+        const uint64_t before = testing::thread_allocations();
         for (int i = 0; i < kCalls; ++i) {
           ExecutionInfo info;
           (void)co_await asio::run(p, call, {.info = &info});
           attempts += info.attempts;
         }
-        counted = t_allocations - before;
+        counted = testing::thread_allocations() - before;
       },
       net::detached);
   io.run();
