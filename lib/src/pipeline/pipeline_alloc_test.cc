@@ -35,7 +35,6 @@
 #endif
 #endif
 
-
 namespace bulwark {
 namespace {
 
