@@ -24,7 +24,7 @@ namespace bulwark::gateway::listener {
 
 struct RequestContext {
   RequestContext(const upstream::WorkerLeg& worker, std::shared_ptr<WakeHub> hub)
-      : exchange(worker), wake(std::make_shared<RequestWake>(std::move(hub))) {
+      : wake(std::make_shared<RequestWake>(std::move(hub))), exchange(worker) {
     out.reserve(4096);
     wake_token.target = wake;
   }
