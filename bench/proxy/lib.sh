@@ -161,12 +161,15 @@ tls_args() {
   esac
 }
 
-# wait_http URL PID NAME: bounded wait until URL answers 200, failing early if PID exited.
+# wait_http URL PID NAME: bounded wait until URL answers at all (any HTTP status: a gateway
+# with authentication answers a bare GET with 401; check_shape checks the real answers), failing
+# early if PID exited.
 wait_http() {
-  local url=$1 pid=$2 name=$3
+  local url=$1 pid=$2 name=$3 code
   for _ in $(seq 1 "$bp_wait_tries"); do
     kill -0 "$pid" 2>/dev/null || die "$name exited during startup"
-    if curl -kfs -m 1 -o /dev/null "$url"; then return 0; fi
+    code=$(curl -ks -m 1 -o /dev/null -w '%{http_code}' "$url") || true
+    if [ "$code" != 000 ] && [ -n "$code" ]; then return 0; fi
     sleep 0.1
   done
   die "$name did not answer $url within $((bp_wait_tries / 10))s"
