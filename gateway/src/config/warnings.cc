@@ -1,5 +1,8 @@
 #include "config/warnings.h"
 
+#include <cstdint>
+#include <utility>
+
 namespace bulwark::gateway::config {
 
 namespace {
@@ -13,6 +16,15 @@ std::string size_text(uint64_t bytes) {
   if (bytes % (1ull << 20) == 0) return std::to_string(bytes >> 20) + "MiB";
   if (bytes % (1ull << 10) == 0) return std::to_string(bytes >> 10) + "KiB";
   return std::to_string(bytes);
+}
+
+std::string count_text(uint64_t n) { return std::to_string(n); }
+
+// A limit set above what we consider safe: "<value> is above <threshold>: <why>".
+void warn_above(std::vector<Warning>& out, std::string path, uint64_t value, uint64_t threshold,
+                std::string (*text)(uint64_t), const char* why) {
+  if (value <= threshold) return;
+  out.push_back({std::move(path), text(value) + " is above " + text(threshold) + ": " + why});
 }
 
 }  // namespace
@@ -43,30 +55,20 @@ std::vector<Warning> warnings(const Config& config) {
                          std::to_string(i) + "].tls or terminate TLS in front"});
     }
     const ListenerLimits& lim = l.limits;
-    if (lim.max_header_bytes > kWarnHeaderBytes) {
-      out.push_back({at("listeners", i, "limits.max_header_bytes"),
-                     size_text(lim.max_header_bytes) + " is above " + size_text(kWarnHeaderBytes) +
-                         ": every connection may hold that much before its request is even "
-                         "routed (the default is 8KiB)"});
-    }
-    if (lim.max_headers > kWarnHeaders) {
-      out.push_back({at("listeners", i, "limits.max_headers"),
-                     std::to_string(lim.max_headers) + " is above " + std::to_string(kWarnHeaders) +
-                         ": many small fields cost parsing time and upstream memory (the "
-                         "default is 100)"});
-    }
-    if (lim.max_uri_bytes > kWarnUriBytes) {
-      out.push_back({at("listeners", i, "limits.max_uri_bytes"),
-                     size_text(lim.max_uri_bytes) + " is above " + size_text(kWarnUriBytes) +
-                         ": long targets are a common way to attack parsers and logs (the "
-                         "default is 2KiB)"});
-    }
-    if (lim.max_body_bytes > kWarnBodyBytes) {
-      out.push_back({at("listeners", i, "limits.max_body_bytes"),
-                     size_text(lim.max_body_bytes) + " is above " + size_text(kWarnBodyBytes) +
-                         ": any client may send the upstreams that much per request (the "
-                         "default is 100MiB)"});
-    }
+    warn_above(out, at("listeners", i, "limits.max_header_bytes"), lim.max_header_bytes,
+               kWarnHeaderBytes, size_text,
+               "every connection may hold that much before its request is even routed (the "
+               "default is 8KiB)");
+    warn_above(out, at("listeners", i, "limits.max_headers"), lim.max_headers, kWarnHeaders,
+               count_text,
+               "many small fields cost parsing time and upstream memory (the default is 100)");
+    warn_above(out, at("listeners", i, "limits.max_uri_bytes"), lim.max_uri_bytes, kWarnUriBytes,
+               size_text,
+               "long targets are a common way to attack parsers and logs (the default is 2KiB)");
+    warn_above(out, at("listeners", i, "limits.max_body_bytes"), lim.max_body_bytes, kWarnBodyBytes,
+               size_text,
+               "any client may send the upstreams that much per request (the default is "
+               "100MiB)");
   }
   for (std::size_t i = 0; i < config.routes.size(); ++i) {
     const Route& r = config.routes[i];
